@@ -1,0 +1,192 @@
+"""One LightningDataModule for every corpus: text -> tokens -> one id tensor per split -> chunked batches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from seqlab.data.corpora import CORPORA, fetch
+from seqlab.data.vocab import Vocab, tokenize
+from seqlab.errors import ConfigError
+
+IGNORE = -100  # target id that the loss and the metrics skip (padding of the last eval chunk)
+SPLITS = ("train", "val", "test")
+
+
+def _rank_and_world() -> tuple[int, int]:
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+class TrainBatches:
+    """Random chunks of `context_length + 1` tokens, gathered a whole batch at a time.
+
+    Each epoch starts the chunk grid at a random phase and visits the chunks in a random order, both drawn
+    from (seed, epoch), so two runs with the same seed see the same batches.
+    """
+
+    def __init__(self, ids: torch.Tensor, context_length: int, batch_size: int, seed: int) -> None:
+        self.ids, self.chunk, self.batch_size, self.seed = ids, context_length + 1, batch_size, seed
+        full = len(ids) // self.chunk
+        self.n_chunks = full - 1 if full >= 2 else full  # one chunk kept spare, so the phase can move
+        self.epoch = 0
+        self.offsets = torch.arange(self.chunk)
+
+    def __len__(self) -> int:
+        rank, world = _rank_and_world()
+        return len(range(rank, max(self.n_chunks // self.batch_size, 1), world))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        spare = len(self.ids) - self.n_chunks * self.chunk
+        phase = int(torch.randint(min(spare, self.chunk - 1) + 1, (1,), generator=g))
+        starts = phase + torch.randperm(self.n_chunks, generator=g) * self.chunk
+        rank, world = _rank_and_world()
+        n_batches = max(self.n_chunks // self.batch_size, 1)
+        for b in range(rank, n_batches, world):
+            rows = self.ids[starts[b * self.batch_size : (b + 1) * self.batch_size, None] + self.offsets]
+            yield rows[:, :-1], rows[:, 1:]  # (B, T) inputs, (B, T) targets
+
+
+class EvalBatches:
+    """Consecutive non-overlapping chunks covering a split, so every token after the first is scored once.
+
+    The last chunk is padded; its padded targets are IGNORE.
+    """
+
+    def __init__(self, ids: torch.Tensor, context_length: int, batch_size: int) -> None:
+        n_targets = len(ids) - 1
+        n_chunks = -(-n_targets // context_length)
+        pad = n_chunks * context_length - n_targets
+        x = torch.cat([ids[:-1], torch.zeros(pad, dtype=torch.long)])
+        y = torch.cat([ids[1:], torch.full((pad,), IGNORE, dtype=torch.long)])
+        self.x, self.y = x.view(n_chunks, context_length), y.view(n_chunks, context_length)
+        self.batch_size = batch_size
+
+    def _batches(self) -> range:
+        rank, world = _rank_and_world()
+        return range(rank * self.batch_size, len(self.x), world * self.batch_size)
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in self._batches():
+            yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
+
+
+class TextDataModule(L.LightningDataModule):
+    """Tiny Shakespeare, PTB, WikiText-2, names, or any UTF-8 file, at char or word level."""
+
+    def __init__(
+        self,
+        corpus: str = "shakespeare",
+        path: str | None = None,
+        level: str | None = None,
+        data_dir: str = "data",
+        context_length: int = 64,
+        batch_size: int = 64,
+        splits: Sequence[float] = (0.9, 0.05, 0.05),
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if corpus != "text_file" and corpus not in CORPORA:
+            raise ConfigError(f"data.corpus={corpus}: unknown corpus; choose one of {[*CORPORA, 'text_file']}")
+        if corpus == "text_file" and not path:
+            raise ConfigError("data.path=None: data=text_file needs data.path=FILE")
+        level = level or (CORPORA[corpus].level if corpus in CORPORA else "char")
+        if level not in ("char", "word"):
+            raise ConfigError(f"data.level={level}: must be 'char' or 'word'")
+        if int(context_length) < 1:
+            raise ConfigError(f"data.context_length={context_length}: must be at least 1")
+        if int(batch_size) < 1:
+            raise ConfigError(f"data.batch_size={batch_size}: must be at least 1")
+        splits = tuple(float(f) for f in splits)
+        if len(splits) != 3 or min(splits) <= 0 or sum(splits) > 1 + 1e-9:
+            raise ConfigError(f"data.splits={list(splits)}: need three positive fractions summing to at most 1")
+        self.corpus, self.path, self.level, self.data_dir = corpus, path, level, data_dir
+        self.context_length, self.batch_size, self.splits, self.seed = (
+            int(context_length),
+            int(batch_size),
+            splits,
+            int(seed),
+        )
+        self.vocab: Vocab | None = None
+        self.ids: dict[str, torch.Tensor] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        assert self.vocab is not None, "call setup() first"
+        return len(self.vocab)
+
+    def prepare_data(self) -> None:
+        if self.corpus in CORPORA:
+            for file in CORPORA[self.corpus].files.values():
+                fetch(file, self.data_dir)
+
+    def _read(self, path: Path, key: str) -> str:
+        if not path.exists():
+            raise ConfigError(f"{key}={path}: no such file")
+        if not path.is_file():
+            raise ConfigError(f"{key}={path}: is a directory, not a file")
+        raw = path.read_bytes()
+        if not raw.strip():
+            raise ConfigError(f"{key}={path}: the file is empty")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{key}={path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start})")
+
+    def _split_tokens(self) -> dict[str, list[str]]:
+        if self.corpus == "text_file":
+            tokens = tokenize(self._read(Path(self.path).expanduser(), "data.path"), self.level)
+        elif "all" in CORPORA[self.corpus].files:
+            file = CORPORA[self.corpus].files["all"]
+            tokens = tokenize(self._read(fetch(file, self.data_dir), "data.corpus"), self.level)
+        else:
+            files = CORPORA[self.corpus].files
+            return {s: tokenize(self._read(fetch(files[s], self.data_dir), "data.corpus"), self.level) for s in SPLITS}
+        n_train, n_val = (int(len(tokens) * f) for f in self.splits[:2])
+        n_test = int(len(tokens) * self.splits[2])
+        return {
+            "train": tokens[:n_train],
+            "val": tokens[n_train : n_train + n_val],
+            "test": tokens[n_train + n_val : n_train + n_val + n_test],
+        }
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.ids:
+            return  # encoded once; fit, validate and test share it
+        split_tokens = self._split_tokens()
+        if len(set(split_tokens["train"])) < 2:
+            raise ConfigError(f"data: the train split of {self.describe()} has fewer than two distinct tokens")
+        self.vocab = Vocab.from_tokens(split_tokens["train"], self.level)
+        for split in SPLITS:
+            n = len(split_tokens[split])
+            if n < self.context_length + 1:
+                raise ConfigError(
+                    f"data.context_length={self.context_length}: the {split} split of {self.describe()} has "
+                    f"{n} tokens, fewer than one chunk ({self.context_length + 1})"
+                )
+            self.ids[split] = self.vocab.encode(split_tokens[split])
+
+    def describe(self) -> str:
+        return self.path if self.corpus == "text_file" else self.corpus
+
+    def train_dataloader(self) -> TrainBatches:
+        return TrainBatches(self.ids["train"], self.context_length, self.batch_size, self.seed)
+
+    def val_dataloader(self) -> EvalBatches:
+        return EvalBatches(self.ids["val"], self.context_length, self.batch_size)
+
+    def test_dataloader(self) -> EvalBatches:
+        return EvalBatches(self.ids["test"], self.context_length, self.batch_size)
+
+    def save_vocab(self, path: Path) -> None:
+        assert self.vocab is not None
+        path.write_text(json.dumps(self.vocab.state_dict(), ensure_ascii=False))

@@ -1,0 +1,9 @@
+"""The two ways a run ends early on purpose; `seqlab.run` turns them into one-line messages."""
+
+
+class ConfigError(ValueError):
+    """A bad value in the config or the data, found before any training."""
+
+
+class DivergedError(RuntimeError):
+    """The loss or the gradient stopped being finite."""

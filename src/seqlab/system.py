@@ -1,0 +1,128 @@
+"""LanguageModel: the one LightningModule that trains every seqlab model (Lightning's "system vs model")."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchmetrics import MeanMetric
+
+from seqlab.data import IGNORE, Vocab
+from seqlab.errors import ConfigError, DivergedError
+
+
+class LanguageModel(L.LightningModule):
+    """Next-token cross-entropy over every position; perplexity = exp(mean token loss over a whole split).
+
+    `model` and `optim` are plain config dicts (with `_target_`), so hparams stay plain values and
+    `LanguageModel.load_from_checkpoint(path)` rebuilds the model with nothing else to hand.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optim: dict[str, Any],
+        vocab_size: int,
+        context_length: int,
+        level: str = "char",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = instantiate(model, vocab_size=vocab_size, context_length=context_length)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # token-weighted: exact split means
+        self.best_val_loss = math.inf
+        self.vocab: Vocab | None = None  # set by the run; travels inside checkpoints
+        self.train_tokens, self.train_time_s = 0, 0.0
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.model(idx)
+
+    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch  # (B, T), (B, T)
+        logits = self.model(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
+        return loss, (y != IGNORE).sum()
+
+    # --- training -------------------------------------------------------------------------------------
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, n_tokens = self._loss(batch)
+        if not torch.isfinite(loss):
+            raise DivergedError(f"loss is {loss.item()} at step {self.global_step}")
+        self.train_tokens += int(n_tokens)
+        # self.log costs ~3 ms; log only on the steps the logger writes anyway
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.train_time_s += time.perf_counter() - self._step_started
+        # stopping here makes Lightning validate once more, so even a short budget reports val metrics
+        if self.trainer.max_steps > 0 and self.global_step >= self.trainer.max_steps:
+            self.trainer.should_stop = True
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if not torch.isfinite(norm):
+            raise DivergedError(f"gradient norm is {norm.item()} at step {self.global_step}")
+
+    # --- evaluation -----------------------------------------------------------------------------------
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, n_tokens = self._loss(batch)
+        self.val_loss.update(loss, n_tokens)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        loss, n_tokens = self._loss(batch)
+        self.test_loss.update(loss, n_tokens)
+
+    def _log_split(self, split: str, metric: MeanMetric) -> torch.Tensor:
+        loss = metric.compute()
+        metric.reset()
+        self.log_dict({f"{split}/loss": loss, f"{split}/ppl": loss.exp()}, prog_bar=split == "val")
+        if self.hparams.level == "char":
+            self.log(f"{split}/bpc", loss / math.log(2))
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self._log_split("val", self.val_loss)
+        if not self.trainer.sanity_checking:
+            self.best_val_loss = min(self.best_val_loss, float(loss))
+            self.log("val/ppl_best", math.exp(self.best_val_loss))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test", self.test_loss)
+
+    # --- optimisation and checkpoints -----------------------------------------------------------------
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # decay matrices only: decaying biases and the unigram's logits would pull them towards uniform
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        make_optimizer = instantiate(self.hparams.optim, _partial_=True)  # plain call: Hydra would wrap the groups
+        return make_optimizer([g for g in groups if g["params"]])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vocab"] = self.vocab.state_dict() if self.vocab else None
+        checkpoint["seqlab"] = {
+            "best_val_loss": self.best_val_loss,
+            "train_tokens": self.train_tokens,
+            "train_time_s": self.train_time_s,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("vocab")
+        if self.vocab is not None and saved is not None and saved["tokens"] != self.vocab.tokens:
+            raise ConfigError("checkpoint: its vocabulary differs from this run's data; it was trained on other text")
+        if saved is not None:
+            self.vocab = Vocab.from_state_dict(saved)
+        for key, value in checkpoint.get("seqlab", {}).items():
+            setattr(self, key, value)
