@@ -102,7 +102,9 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
         level=datamodule.level,
     )
     system.vocab = datamodule.vocab
-    metrics.update(params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params))
+    metrics.update(
+        params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
+    )
     log.info(
         "%s on %s: %s parameters, vocab %d, %d train tokens",
         metrics["model"],
@@ -151,7 +153,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "model": _choice("model", str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]),
         "status": "running",
     }
-    for key in ("params", "best_val_loss", "best_val_ppl", "test_loss", "test_ppl", "train_tokens", "train_tokens_per_s"):
+    for key in (
+        "params",
+        "best_val_loss",
+        "best_val_ppl",
+        "test_loss",
+        "test_ppl",
+        "train_tokens",
+        "train_tokens_per_s",
+    ):
         metrics[key] = None
     exit_code, message = 0, None
     try:
@@ -178,7 +188,5 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if not _is_multirun():
             sys.exit(exit_code)
     else:
-        log.info(
-            "done: best val ppl %.3f, test ppl %.3f -> %s", metrics["best_val_ppl"], metrics["test_ppl"], out_dir
-        )
+        log.info("done: best val ppl %.3f, test ppl %.3f -> %s", metrics["best_val_ppl"], metrics["test_ppl"], out_dir)
     return metrics

@@ -140,7 +140,9 @@ class TextDataModule(L.LightningDataModule):
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise ConfigError(f"{key}={path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start})")
+            raise ConfigError(
+                f"{key}={path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start})"
+            ) from None
 
     def _split_tokens(self) -> dict[str, list[str]]:
         if self.corpus == "text_file":

@@ -16,7 +16,9 @@ class PaddedMLP(nn.Module):
         self.max_len = context_length
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)
         self.pad = nn.Parameter(torch.randn(emb_dim))
-        self.per_position = nn.Parameter(torch.randn(context_length, emb_dim, hidden_size) / (context_length * emb_dim) ** 0.5)
+        self.per_position = nn.Parameter(
+            torch.randn(context_length, emb_dim, hidden_size) / (context_length * emb_dim) ** 0.5
+        )
         self.bias = nn.Parameter(torch.zeros(hidden_size))
         self.head = nn.Linear(hidden_size, vocab_size)
 

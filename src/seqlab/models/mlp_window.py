@@ -24,7 +24,7 @@ class WindowMLP(nn.Module):
         return self.tok_emb(idx)  # (B, T, E)
 
     def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
-        B, T, E = e.shape
+        B, _, E = e.shape
         padded = torch.cat([self.pad.expand(B, self.window - 1, E), e], dim=1)  # (B, T + k - 1, E)
         h = torch.tanh(self.concat_to_hidden(padded.transpose(1, 2)))  # (B, H, T): position t sees e[t-k+1..t]
         return self.head(h.transpose(1, 2))  # (B, T, V)

@@ -1,0 +1,38 @@
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SEQLAB_DATA_DIR", ROOT.parent / "shared" / "data"))
+SHAKESPEARE = DATA_DIR / "tinyshakespeare" / "input.txt"
+
+
+@pytest.fixture(scope="session")
+def shakespeare_text() -> str:
+    if not SHAKESPEARE.is_file():
+        pytest.skip(f"Tiny Shakespeare not found under {DATA_DIR}; set SEQLAB_DATA_DIR")
+    return SHAKESPEARE.read_text()
+
+
+@pytest.fixture
+def tiny_text(tmp_path: Path, shakespeare_text: str) -> Path:
+    """~30k chars of real text: enough for a few chunks in every split, small enough to train in seconds."""
+    path = tmp_path / "tiny.txt"
+    path.write_text(shakespeare_text[:30_000])
+    return path
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `python train.py <overrides>` would run, composed in-process (no subprocess start-up cost)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.data_dir = str(DATA_DIR)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    return cfg
