@@ -147,6 +147,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and write its metrics.json. A single run exits non-zero on failure; in a sweep the job
     records its status and returns, so the other jobs go on (the sweep's exit code is set at its end)."""
     started = time.perf_counter()
+    if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
+        logging.getLogger("lightning").handlers.clear()
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {
