@@ -18,13 +18,19 @@ METRIC_KEYS = {"model", "params", "best_val_loss", "best_val_ppl", "test_loss", 
 METRIC_KEYS |= {"train_tokens_per_s", "wall_s", "status"}
 
 
-def scalar_tags(run_dir: Path) -> set[str]:
-    tags = set()
-    for events in run_dir.glob("events.out.tfevents.*"):
+def scalars(run_dir: Path) -> dict[str, list[int]]:
+    """Every scalar tag in a run dir's event files, with the steps it was logged at."""
+    steps: dict[str, list[int]] = {}
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(events))
         acc.Reload()
-        tags |= set(acc.Tags()["scalars"])
-    return tags
+        for tag in acc.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(event.step for event in acc.Scalars(tag))
+    return steps
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    return set(scalars(run_dir))
 
 
 @pytest.mark.slow
@@ -67,6 +73,7 @@ def test_cli_subprocess_on_a_text_file(tiny_text: Path, tmp_path: Path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["model"] == "rnn"
     assert math.isfinite(metrics["test_ppl"]) and metrics["train_tokens_per_s"] > 0
-    assert "val/ppl" in scalar_tags(run_dir)
+    # validated after steps 4 (val_check_interval) and 6 (the end); Lightning logs them at 0-based steps 3 and 5
+    assert scalars(run_dir)["val/ppl"] == [3, 5]
     assert json.loads((run_dir / "vocab.json").read_text())["level"] == "char"
     assert (run_dir / ".hydra" / "config.yaml").is_file()
