@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
@@ -157,10 +158,14 @@ def plot_lines(
         line = best[label]
         line[r[x]] = min(line.get(r[x], math.inf), r[y])
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model in sorted(best, key=lambda m: (MODEL_ORDER.get(m.split()[0], len(MODEL_ORDER)), m)):
+    for model in sorted(best, key=lambda m: (MODEL_ORDER.get(m.split()[0], len(MODEL_ORDER)), len(m), m)):
         xs = sorted(best[model])
         ax.plot(xs, [best[model][v] for v in xs], marker="o", label=model)
     ax.set_xscale("log", base=2)
+    ticks = sorted({v for line in best.values() for v in line})
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_yscale("log")
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
@@ -185,7 +190,12 @@ def plot_grad_profiles(profiles: dict[str, dict[str, Any]], path: Path) -> None:
                 continue
             points = [(d, v) for d, v in enumerate(values) if v is not None and v > 0]  # log axis: 0 is -inf
             if points:
-                ax.plot(*zip(*points, strict=True), label=name, linewidth=1)
+                ax.plot(
+                    *zip(*points, strict=True),
+                    label=name,
+                    linewidth=1,
+                    marker="." if len(points) < 4 else None,
+                )
         ax.set_yscale("log")
         ax.set_xlabel("distance d = T − t (steps back from the scored position)")
         ax.set_title(f"gradient of the last loss w.r.t. {label}")
