@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqlab.data import TextDataModule
 from seqlab.errors import ConfigError, DivergedError
+from seqlab.sweep import threads_from_config
 from seqlab.system import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
         logging.getLogger("lightning").handlers.clear()
+    threads = threads_from_config(cfg)
+    if threads is not None:  # before any torch work, so parallel jobs do not each take every core
+        torch.set_num_threads(threads)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {
@@ -183,6 +187,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.exception("run failed")
         metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")
         exit_code, message = 1, f"failed: {type(err).__name__}: {err}"
+    metrics["threads"] = torch.get_num_threads()
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
     write_json(out_dir / "metrics.json", metrics)
     if message:

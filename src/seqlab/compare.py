@@ -1,0 +1,266 @@
+"""Sweep dirs -> one table and four plots: python -m seqlab.compare DIR [DIR ...] [--out OUTDIR]
+
+Reads every job's metrics.json (jobs without one are listed as `missing`) and the last line of its
+grad_profile.jsonl, and writes comparison.csv, comparison.md, ppl_vs_hidden.png, ppl_vs_context.png,
+params_vs_context.png and grad_profiles.png. Failed and diverged jobs stay in the table with their reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt
+
+from seqlab.sweep import Job, find_job_dirs, read_job
+
+COLUMNS = [
+    "job",
+    "model",
+    "hidden_size",
+    "context_length",
+    "window",
+    "recurrent_radius",
+    "gradient_clip_val",
+    "lr",
+    "params",
+    "steps",
+    "best_val_ppl",
+    "test_ppl",
+    "train_tokens_per_s",
+    "wall_s",
+    "status",
+    "reason",
+]
+MODEL_ORDER = {"unigram": 0, "mlp_window": 1, "mlp_padded": 2, "rnn": 3}
+
+
+def last_grad_profile(job_dir: Path) -> dict[str, Any] | None:
+    """The last line of grad_profile.jsonl (the profile at the end of training), or None."""
+    path = job_dir / "grad_profile.jsonl"
+    if not path.exists():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:  # a job killed mid-write leaves half a line
+        return json.loads(lines[-2]) if len(lines) > 1 else None
+
+
+def row_for(job: Job, name: str) -> dict[str, Any]:
+    m, hp = job.metrics, job.metrics.get("hparams") or {}
+    row = {key: hp.get(key) for key in COLUMNS if key in hp}
+    row.update(
+        job=name,
+        model=hp.get("model") or m.get("model"),
+        params=m.get("params") or hp.get("params"),
+        steps=m.get("steps"),
+        best_val_ppl=m.get("best_val_ppl"),
+        test_ppl=m.get("test_ppl"),
+        train_tokens_per_s=m.get("train_tokens_per_s"),
+        wall_s=m.get("wall_s"),
+        status=job.status,
+        reason=job.reason,
+    )
+    return {key: row.get(key) for key in COLUMNS}
+
+
+def collect(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Rows for every job under `dirs`, and each job's last gradient profile (by job name)."""
+    rows, profiles = [], {}
+    for root in dirs:
+        for job_dir in find_job_dirs(root):
+            # the sweep dir's name too when several sweeps are compared, so job names stay unique
+            rel = job_dir.relative_to(root).as_posix()
+            name = f"{root.name}/{rel}" if len(dirs) > 1 else rel
+            rows.append(row_for(read_job(job_dir), name))
+            profile = last_grad_profile(job_dir)
+            if profile is not None:
+                profiles[name] = profile
+    rows.sort(key=_sort_key)
+    return rows, profiles
+
+
+def _sort_key(row: dict[str, Any]) -> tuple:
+    def num(value: Any) -> float:
+        return math.inf if value is None else float(value)
+
+    return (
+        MODEL_ORDER.get(row["model"], len(MODEL_ORDER)),
+        str(row["model"]),
+        num(row["hidden_size"]),
+        num(row["context_length"]),
+        num(row["recurrent_radius"]),
+        num(row["gradient_clip_val"]),
+        num(row["lr"]),
+        row["job"],
+    )
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value).replace("|", "\\|")
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_markdown(rows: list[dict[str, Any]], path: Path) -> None:
+    # columns that are empty for every job (e.g. no RNN in the sweep) only widen the table
+    shown = [c for c in COLUMNS if c in ("job", "status", "reason") or any(r[c] is not None for r in rows)]
+    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in shown) + " |" for r in rows]
+    bad = sum(r["status"] != "ok" for r in rows)
+    lines += ["", f"{len(rows)} jobs, {len(rows) - bad} ok, {bad} not ok."]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _ok(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["status"] == "ok" and all(r[k] is not None for k in keys)]
+
+
+def plot_lines(
+    rows: list[dict[str, Any]],
+    x: str,
+    y: str,
+    path: Path,
+    *,
+    title: str,
+    ylabel: str,
+    per_hidden: bool = False,
+) -> None:
+    """One line per model (per model and hidden size if `per_hidden`) of y against x; when other settings
+    vary too, each point shows the lowest y among them."""
+    several_hidden = len({r["hidden_size"] for r in rows}) > 1
+    best: dict[str, dict[float, float]] = defaultdict(dict)
+    for r in _ok(rows, x, y):
+        label = f"{r['model']} h={r['hidden_size']}" if per_hidden and several_hidden else r["model"]
+        line = best[label]
+        line[r[x]] = min(line.get(r[x], math.inf), r[y])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model in sorted(best, key=lambda m: (MODEL_ORDER.get(m.split()[0], len(MODEL_ORDER)), len(m), m)):
+        xs = sorted(best[model])
+        ax.plot(xs, [best[model][v] for v in xs], marker="o", label=model)
+    ax.set_xscale("log", base=2)
+    ticks = sorted({v for line in best.values() for v in line})
+    if ticks:
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if best:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no finished jobs with these values", ha="center", transform=ax.transAxes)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_grad_profiles(profiles: dict[str, dict[str, Any]], path: Path) -> None:
+    """‖∂L_T/∂x_{T−d}‖ for every job (left) and ‖∂L_T/∂h_{T−d}‖ for the recurrent ones (right), log y."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, key, label in ((axes[0], "g_x_mean", "input x"), (axes[1], "g_h_mean", "hidden state h")):
+        for name, profile in profiles.items():
+            values = profile.get(key)
+            if not values:
+                continue
+            points = [(d, v) for d, v in enumerate(values) if v is not None and v > 0]  # log axis: 0 is -inf
+            if points:
+                ax.plot(
+                    *zip(*points, strict=True),
+                    label=name,
+                    linewidth=1,
+                    marker="." if len(points) < 4 else None,
+                )
+        ax.set_yscale("log")
+        ax.set_xlabel("distance d = T − t (steps back from the scored position)")
+        ax.set_title(f"gradient of the last loss w.r.t. {label}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("mean gradient norm")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if labels:
+        fig.legend(handles, labels, loc="lower center", fontsize=6, ncol=2, frameon=False)
+        fig.subplots_adjust(bottom=0.12 + 0.025 * math.ceil(len(labels) / 2))
+    else:
+        axes[0].text(0.5, 0.5, "no grad_profile.jsonl found", ha="center", transform=axes[0].transAxes)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqlab.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep dirs (or any dirs holding job dirs)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first dir)")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        print(f"error: not a directory: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    rows, profiles = collect(args.dirs)
+    if not rows:
+        print(
+            f"error: no jobs (metrics.json or .hydra/) under {', '.join(map(str, args.dirs))}",
+            file=sys.stderr,
+        )
+        return 2
+    out = args.out or args.dirs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "comparison.csv")
+    write_markdown(rows, out / "comparison.md")
+    plot_lines(
+        rows,
+        "hidden_size",
+        "best_val_ppl",
+        out / "ppl_vs_hidden.png",
+        title="val perplexity vs hidden size",
+        ylabel="best val ppl",
+    )
+    plot_lines(
+        rows,
+        "context_length",
+        "best_val_ppl",
+        out / "ppl_vs_context.png",
+        title="val perplexity vs context length",
+        ylabel="best val ppl",
+    )
+    plot_lines(
+        rows,
+        "context_length",
+        "params",
+        out / "params_vs_context.png",
+        title="parameters vs context length",
+        ylabel="parameters",
+        per_hidden=True,
+    )
+    plot_grad_profiles(profiles, out / "grad_profiles.png")
+    bad = [r for r in rows if r["status"] != "ok"]
+    print(f"{len(rows)} jobs ({len(bad)} not ok) -> {out}/comparison.md, comparison.csv and 4 plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
