@@ -110,3 +110,35 @@ def test_log_spaced_distances():
     assert log_spaced_distances(65) == [1, 4, 16, 64]
     assert log_spaced_distances(256) == [1, 4, 16, 64]
     assert log_spaced_distances(1) == []
+
+
+@pytest.mark.parametrize(("max_share", "steps"), [(1.0, [0, 3, 6, 8]), (0.0, [0, 8])])
+def test_callback_cadence_and_time_budget(tmp_path, max_share, steps):
+    import lightning as L
+
+    from seqlab.callbacks import GradientProfile
+    from seqlab.data import TextDataModule
+    from seqlab.system import LanguageModel
+
+    (tmp_path / "tiny.txt").write_text("to be, or not to be: that is the question.\n" * 60)
+    dm = TextDataModule("text_file", path=str(tmp_path / "tiny.txt"), context_length=16, batch_size=4)
+    dm.setup("fit")
+    system = LanguageModel(
+        model={"_target_": "seqlab.models.RNN", "hidden_size": 8, "emb_dim": 4},
+        optim={"_target_": "torch.optim.AdamW", "lr": 1e-3},
+        vocab_size=dm.vocab_size,
+        context_length=16,
+    )
+    profile = GradientProfile(every_n_steps=3, probe_size=5, max_share=max_share, dirpath=str(tmp_path))
+    trainer = L.Trainer(
+        max_steps=8,
+        logger=False,
+        callbacks=[profile],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(system, datamodule=dm)
+    assert [r["step"] for r in profile.history] == steps
+    assert all(len(r["g_h_mean"]) == 16 for r in profile.history)
+    assert len((tmp_path / "grad_profile.jsonl").read_text().splitlines()) == len(steps)

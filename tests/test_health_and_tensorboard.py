@@ -80,6 +80,7 @@ def run_dir(tmp_path_factory) -> Path:
         "trainer.log_every_n_steps=5",
         "trainer.gradient_clip_val=0.001",  # so small that every step is clipped
         "callbacks.gradient_profile.every_n_steps=10",
+        "callbacks.gradient_profile.max_share=1",  # no time budget: tiny steps would skip the probe
         "callbacks.samples.length=40",
         "callbacks.progress=null",
         f"hydra.run.dir={out}",

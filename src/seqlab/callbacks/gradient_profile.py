@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -60,16 +62,27 @@ def log_spaced_distances(T: int) -> list[int]:
 class GradientProfile(L.Callback):
     """Measures `gradient_profile` on a fixed probe batch (the first `probe_size` val chunks) every
     `every_n_steps` training steps, at step 0 and at the end; logs scalars, a figure, and a JSONL line.
+    A scheduled measurement is skipped while the scheduled ones have already taken more than `max_share`
+    of the training time (1: no limit), so the cost stays bounded even where a step is far faster than
+    drawing a figure (a GPU). The first and last measurements are always taken.
 
     It runs from training-time hooks because Lightning validates under torch.inference_mode(), where no
     gradient can be taken.
     """
 
-    def __init__(self, every_n_steps: int = 250, probe_size: int = 32, dirpath: str | None = None) -> None:
+    def __init__(
+        self,
+        every_n_steps: int = 250,
+        probe_size: int = 32,
+        max_share: float = 0.05,
+        dirpath: str | None = None,
+    ) -> None:
         super().__init__()
         if every_n_steps < 1 or probe_size < 1:
             raise ValueError(f"every_n_steps={every_n_steps}, probe_size={probe_size}: both must be positive")
-        self.every_n_steps, self.probe_size, self.dirpath = every_n_steps, probe_size, dirpath
+        self.every_n_steps, self.probe_size, self.max_share = every_n_steps, probe_size, max_share
+        self.dirpath = dirpath
+        self.seconds_spent, self._started = 0.0, time.perf_counter()
         self.history: list[dict[str, Any]] = []  # every measurement of this run, for the figure
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
         self._last_step = -1
@@ -113,10 +126,12 @@ class GradientProfile(L.Callback):
         if trainer.global_step == self._last_step or trainer.sanity_checking:
             return
         self._last_step = trainer.global_step
+        started = time.perf_counter()
         record = self.measure(trainer, pl_module)
         self.history.append(record)
         if trainer.is_global_zero:
             self._write(trainer, record)
+        self.seconds_spent += time.perf_counter() - started
 
     def _write(self, trainer: L.Trainer, record: dict[str, Any]) -> None:
         step, T = record["step"], record["T"]
@@ -136,47 +151,62 @@ class GradientProfile(L.Callback):
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "grad_profile.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
-        figure = plot_profiles(self.history)
-        figure.savefig(out_dir / "grad_profile.png", dpi=80)
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure("grad/profile", figure, global_step=step, close=False)
+        image = render(plot_profiles(self.history))  # rendered once, for the file and for TensorBoard
         import matplotlib.pyplot as plt
 
-        plt.close(figure)
+        plt.imsave(out_dir / "grad_profile.png", image)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image("grad/profile", image, global_step=step, dataformats="HWC")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._run(trainer, pl_module)  # step 0: the untrained model
+        self._run(trainer, pl_module)  # step 0: the untrained model; a one-off cost, outside the budget
+        self.seconds_spent, self._started = 0.0, time.perf_counter()
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if trainer.global_step % self.every_n_steps == 0:
-            self._run(trainer, pl_module)
+            within_budget = self.seconds_spent < self.max_share * (time.perf_counter() - self._started)
+            if within_budget:
+                self._run(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._run(trainer, pl_module)
 
 
-def plot_profiles(history: list[dict[str, Any]]):
+def render(figure) -> np.ndarray:
+    """Figure -> RGB array (H, W, 3), closing the figure."""
+    import matplotlib.pyplot as plt
+
+    figure.canvas.draw()
+    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(figure)
+    return image
+
+
+def plot_profiles(history: list[dict[str, Any]], max_curves: int = 12):
     """One curve per measurement on a log y axis, coloured by training step; g_h and g_x side by side.
 
+    At most `max_curves` measurements, evenly spread, the latest included: drawing costs the same all run.
     Exact zeros (beyond mlp_window's window; unigram everywhere) cannot sit on a log axis: curves stop there.
     """
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
-    import numpy as np
 
     def positive(values: list[float]) -> np.ndarray:
         v = np.asarray(values, dtype=float)
         return np.where(v > 0, v, np.nan)
 
     kinds = [k for k in ("h", "x") if history[-1][f"g_{k}_mean"] is not None]
-    size = (5.5 * len(kinds), 3.8)
-    fig, axes = plt.subplots(1, len(kinds), figsize=size, squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.8), dpi=80, squeeze=False)
+    # fixed margins: a layout engine would cost another draw
+    fig.subplots_adjust(left=0.9 / (5.5 * len(kinds)), right=0.95, bottom=0.14, top=0.9, wspace=0.25)
     steps = [r["step"] for r in history]
+    keep = sorted({round(i * (len(history) - 1) / (max_curves - 1)) for i in range(max_curves)})
+    history = [history[i] for i in keep]
     norm = matplotlib.colors.Normalize(vmin=min(steps), vmax=max(max(steps), 1))
     cmap = matplotlib.colormaps["viridis"]
     last = history[-1]
@@ -191,9 +221,10 @@ def plot_profiles(history: list[dict[str, Any]]):
         else:
             ax.text(0.5, 0.5, "0 at every distance", transform=ax.transAxes, ha="center")
         symbol = "h" if kind == "h" else "e"
+        ax.set_xlim(0, last["T"] - 1)  # the whole chunk, so a curve that stops early shows where it hit 0
         ax.set_xlabel("distance d (steps back from the last position)")
-        ax.set_ylabel(f"‖∂L_T/∂{symbol}_(T−d)‖")
-        ax.set_title(f"{last['model']}: g_{kind}(d), batch mean, one curve per measurement", fontsize=10)
+        ax.set_ylabel("mean over the probe batch (band: 10-90 %)")
+        ax.set_title(f"{last['model']}: g_{kind}(d) = ‖∂L_T/∂{symbol}_(T−d)‖", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     colours = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(colours, ax=axes[0].tolist(), label="training step")
