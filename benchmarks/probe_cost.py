@@ -8,6 +8,7 @@ alternating), and reports the median share of the training time it adds, plus th
 """
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -61,7 +62,8 @@ def train_seconds(args: argparse.Namespace, dm: TextDataModule, profile: TimedPr
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--every", type=int, default=250, help="GradientProfile.every_n_steps")
     parser.add_argument("--probe-size", type=int, default=32)
@@ -71,7 +73,6 @@ def main() -> None:
     parser.add_argument("--context-length", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args()
-    import os
 
     dm = TextDataModule(
         "shakespeare",
@@ -89,12 +90,15 @@ def main() -> None:
             (on if with_probe else off).append(seconds)
         probes += profile.seconds[1:]  # the first pays for importing matplotlib once
         share = on[-1] / off[-1] - 1
-        print(f"repeat {repeat}: off {off[-1]:.1f} s, on {on[-1]:.1f} s ({share:+.1%}), probes {profile.seconds}")
+        probe_times = ", ".join(f"{t:.2f}" for t in profile.seconds)
+        print(f"repeat {repeat}: off {off[-1]:.1f} s, on {on[-1]:.1f} s ({share:+.1%}); probes {probe_times}")
     t_step = statistics.median(off) / args.steps
     t_probe = statistics.median(probes) if probes else float("nan")
-    print(f"threads {torch.get_num_threads()}, {args.model} H={args.hidden_size}, T={args.context_length}, B={args.batch_size}")
+    shape = f"{args.model} H={args.hidden_size}, T={args.context_length}, B={args.batch_size}"
+    print(f"threads {torch.get_num_threads()}, {shape}")
     print(f"step {t_step * 1e3:.1f} ms, one probe {t_probe * 1e3:.0f} ms")
-    print(f"measured: on/off - 1 = {statistics.median(on) / statistics.median(off) - 1:+.1%} (median of {args.repeats})")
+    measured = statistics.median(on) / statistics.median(off) - 1
+    print(f"measured: on/off - 1 = {measured:+.1%} (medians of {args.repeats}; noisy on a shared machine)")
     print(f"implied at every_n_steps={args.every}: {t_probe / (args.every * t_step):.1%} of training time")
 
 
