@@ -32,13 +32,16 @@ class LanguageModel(L.LightningModule):
         level: str = "char",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the run logs a summary with metrics (HParams tab)
         self.model = instantiate(model, vocab_size=vocab_size, context_length=context_length)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # token-weighted: exact split means
         self.best_val_loss = math.inf
         self.vocab: Vocab | None = None  # set by the run; travels inside checkpoints
         self.train_tokens, self.train_time_s = 0, 0.0
+        # pre-clipping gradient norms of the last step: {parameter name: norm} and the global norm
+        self.grad_norms: dict[str, torch.Tensor] = {}
+        self.grad_norm: torch.Tensor | None = None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
@@ -70,8 +73,12 @@ class LanguageModel(L.LightningModule):
             self.trainer.should_stop = True
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        # runs before clipping: these are the raw norms. Computed once here; TrainingHealth logs them.
+        named = [(name, p.grad) for name, p in self.named_parameters() if p.grad is not None]
+        norms = torch._foreach_norm([g for _, g in named])  # one fused pass over all gradients
+        self.grad_norms = dict(zip([n for n, _ in named], norms, strict=True))
+        norm = torch.linalg.vector_norm(torch.stack(list(self.grad_norms.values())))
+        self.grad_norm = norm
         if not torch.isfinite(norm):
             raise DivergedError(f"gradient norm is {norm.item()} at step {self.global_step}")
 

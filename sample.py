@@ -1,0 +1,57 @@
+"""Generate text from a checkpoint.
+
+python sample.py outputs/runs/<run>/checkpoints/last.ckpt --prompt "ROMEO:" --length 300 --temperature 0.8
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt file written by train.py")
+    parser.add_argument("--prompt", default="", help="text to continue (default: the start of a line)")
+    parser.add_argument("--length", type=int, default=500, help="tokens to generate")
+    parser.add_argument("--temperature", type=float, default=0.8, help="> 0; lower is more conservative")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
+    args = parser.parse_args()
+    # checked before importing torch and Lightning (seconds), so a typo answers at once
+    if args.temperature <= 0:
+        sys.exit(f"error: --temperature={args.temperature}: must be positive")
+    if args.length < 0:
+        sys.exit(f"error: --length={args.length}: must be zero or more")
+    if not args.checkpoint.is_file():
+        sys.exit(f"error: {args.checkpoint}: no such checkpoint file")
+
+    import torch
+
+    from seqlab.sampling import encode_prompt, generate
+    from seqlab.system import LanguageModel
+
+    try:
+        system = LanguageModel.load_from_checkpoint(args.checkpoint, map_location=args.device)
+    except Exception as err:  # a truncated file, a foreign checkpoint, an unknown device
+        first_line = (str(err).splitlines() or [""])[0]
+        sys.exit(f"error: {args.checkpoint}: cannot load it ({type(err).__name__}: {first_line})")
+    if system.vocab is None:
+        sys.exit(f"error: {args.checkpoint}: holds no vocabulary (not written by train.py?)")
+    system.eval()
+    prompt_ids, unknown = encode_prompt(system.vocab, args.prompt)
+    if unknown:
+        print(f"warning: {unknown} not in the vocabulary; read as <unk>", file=sys.stderr)
+    generator = torch.Generator(device=system.device).manual_seed(args.seed)
+    ids = generate(
+        system.model,
+        prompt_ids.to(system.device),
+        args.length,
+        args.temperature,
+        generator,
+        context_length=system.hparams.context_length,
+    )
+    print(system.vocab.decode(ids[0].tolist()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""A short text from a fixed prompt at every validation, in the Text tab: see the model learn to write."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
+
+from seqlab.sampling import encode_prompt, generate
+
+
+class TextSamples(L.Callback):
+    """The same prompt and seed at every validation, so the samples differ only by what the model learnt."""
+
+    def __init__(self, prompt: str = "", length: int = 200, temperature: float = 0.8, seed: int = 0) -> None:
+        super().__init__()
+        if temperature <= 0 or length < 0:
+            raise ValueError(f"temperature={temperature}, length={length}: need temperature > 0, length >= 0")
+        self.prompt, self.length, self.temperature, self.seed = prompt, length, temperature, seed
+
+    def sample(self, pl_module: L.LightningModule) -> str:
+        vocab = pl_module.vocab
+        prompt_ids, unknown = encode_prompt(vocab, self.prompt)
+        if unknown:
+            rank_zero_warn(f"samples: prompt tokens {unknown} are not in the vocabulary; they read as <unk>")
+        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
+        ids = generate(
+            pl_module.model,
+            prompt_ids.to(pl_module.device),
+            self.length,
+            self.temperature,
+            generator,
+            context_length=pl_module.hparams.context_length,
+        )
+        return vocab.decode(ids[0].tolist())
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or pl_module.vocab is None:
+            return
+        text = self.sample(pl_module)
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                # markdown: a code block keeps line breaks and spaces
+                header = f"temperature {self.temperature}, prompt {self.prompt!r}\n\n"
+                logger.experiment.add_text("samples", header + "```\n" + text + "\n```", trainer.global_step)
