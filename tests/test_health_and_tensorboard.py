@@ -18,7 +18,6 @@ from seqlab.models import RNN
 from seqlab.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = Path(os.environ.get("SEQLAB_DATA_DIR", ROOT / "data")) / "tinyshakespeare" / "input.txt"
 
 
 def test_grad_norms_by_group_match_the_gradients():
@@ -60,10 +59,10 @@ def _scalars(acc: EventAccumulator, tag: str) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def run_dir(tmp_path_factory, shakespeare_text: str) -> Path:
     tmp = tmp_path_factory.mktemp("run")
     text = tmp / "tiny.txt"
-    text.write_text(SHAKESPEARE.read_text()[:20_000])
+    text.write_text(shakespeare_text[:20_000])
     out = tmp / "out"
     cmd = [
         sys.executable,
