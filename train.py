@@ -1,7 +1,10 @@
 """Train one model, or sweep many with -m. Examples: `python train.py model=rnn`, `python train.py -m experiment=baselines`."""
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+# `${or_else:${resume},<new dir>}` in conf/hydra: resume=<run dir> continues in that dir
+OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value)
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DivergedError(RuntimeError):
     """The loss or the gradient stopped being finite."""
+
+
+class Interrupted(Exception):
+    """SIGTERM asked the run to stop; its last checkpoint is saved."""

@@ -16,10 +16,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from seqlab.data import TextDataModule
-from seqlab.errors import ConfigError, DivergedError
+from seqlab.errors import ConfigError, DivergedError, Interrupted
+from seqlab.resume import AtomicCheckpointIO, resume_checkpoint
 from seqlab.sweep import threads_from_config
 from seqlab.system import LanguageModel
 
@@ -115,13 +117,14 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
         len(datamodule.ids["train"]),
     )
 
+    ckpt_path = resume_checkpoint(cfg, system)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger)
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     if logger:
         logger.log_metrics({"params": system.n_params}, step=0)
     try:
-        trainer.fit(system, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:  # what was trained counts even if the run died
         metrics.update(
             steps=trainer.global_step,
@@ -130,13 +133,14 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
         )
     if trainer.interrupted:
         raise KeyboardInterrupt
-    checkpoint = trainer.checkpoint_callback
+    # the best-on-val/loss one (seqlab.resume.ResumeCheckpoint is a Checkpoint too)
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_score if checkpoint is not None and checkpoint.best_model_score is not None else None
     best_val_loss = float(best) if best is not None else system.best_val_loss
     metrics.update(best_val_loss=best_val_loss, best_val_ppl=math.exp(best_val_loss))
     metrics["best_checkpoint"] = checkpoint.best_model_path if checkpoint is not None else None
 
-    (test,) = trainer.test(system, datamodule=datamodule, ckpt_path="best" if metrics["best_checkpoint"] else None)
+    (test,) = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None)
     metrics.update(test_loss=test["test/loss"], test_ppl=test["test/ppl"])
     if logger:
         logger.log_hyperparams(
@@ -180,9 +184,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         reason = f"{err}: the gradients exploded; try trainer.gradient_clip_val=1.0 or a lower optim.lr"
         metrics.update(status="diverged", reason=reason)
         exit_code, message = 3, f"diverged: {reason}"
-    except KeyboardInterrupt:
-        metrics.update(status="interrupted", reason="stopped by a signal or Ctrl-C; resume with ckpt_path=last")
-        exit_code, message = 130, "interrupted: the last checkpoint is in checkpoints/last.ckpt"
+    except (Interrupted, KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into sys.exit(1)
+        why = str(err) if isinstance(err, Interrupted) else "stopped by Ctrl-C or a signal"
+        reason = f"{why}; resume with the same command plus resume={out_dir}"
+        metrics.update(status="interrupted", reason=reason)
+        exit_code, message = 130, f"interrupted: {reason}"
     except Exception as err:
         log.exception("run failed")
         metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")

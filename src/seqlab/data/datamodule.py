@@ -26,29 +26,39 @@ class TrainBatches:
     """Random chunks of `context_length + 1` tokens, gathered a whole batch at a time.
 
     Each epoch starts the chunk grid at a random phase and visits the chunks in a random order, both drawn
-    from (seed, epoch), so two runs with the same seed see the same batches.
+    from (seed, epoch), so two runs with the same seed see the same batches. The position (epoch, next batch)
+    is a `state_dict` that Lightning keeps in every checkpoint, so a resumed run continues the same sequence.
     """
 
     def __init__(self, ids: torch.Tensor, context_length: int, batch_size: int, seed: int) -> None:
         self.ids, self.chunk, self.batch_size, self.seed = ids, context_length + 1, batch_size, seed
         full = len(ids) // self.chunk
         self.n_chunks = full - 1 if full >= 2 else full  # one chunk kept spare, so the phase can move
-        self.epoch = 0
+        self.epoch, self.batch = 0, 0  # where the next __iter__ starts
         self.offsets = torch.arange(self.chunk)
 
     def __len__(self) -> int:
         rank, world = _rank_and_world()
         return len(range(rank, max(self.n_chunks // self.batch_size, 1), world))
 
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch = state["epoch"], state["batch"]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
+        epoch, first = self.epoch, self.batch
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         spare = len(self.ids) - self.n_chunks * self.chunk
         phase = int(torch.randint(min(spare, self.chunk - 1) + 1, (1,), generator=g))
         starts = phase + torch.randperm(self.n_chunks, generator=g) * self.chunk
         rank, world = _rank_and_world()
-        n_batches = max(self.n_chunks // self.batch_size, 1)
-        for b in range(rank, n_batches, world):
+        mine = range(rank, max(self.n_chunks // self.batch_size, 1), world)
+        for i in range(first, len(mine)):
+            # advanced before the yield: a checkpoint taken after this batch resumes with the next one
+            self.epoch, self.batch = (epoch, i + 1) if i + 1 < len(mine) else (epoch + 1, 0)
+            b = mine[i]
             rows = self.ids[starts[b * self.batch_size : (b + 1) * self.batch_size, None] + self.offsets]
             yield rows[:, :-1], rows[:, 1:]  # (B, T) inputs, (B, T) targets
 
