@@ -58,8 +58,9 @@ class LanguageModel(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, n_tokens = self._loss(batch)
-        if not torch.isfinite(loss):
-            raise DivergedError(f"loss is {loss.item()} at step {self.global_step}")
+        # NaN, inf, or so large (> 88) that exp(loss), the perplexity, overflows: Adam at lr=1000 ends there
+        if not torch.isfinite(loss.detach().exp()):
+            raise DivergedError(f"loss is {loss.item():.4g} at step {self.global_step}")
         self.train_tokens += int(n_tokens)
         # self.log costs ~3 ms; log only on the steps the logger writes anyway
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
@@ -101,6 +102,8 @@ class LanguageModel(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         loss = self._log_split("val", self.val_loss)
+        if not torch.isfinite(loss.exp()):
+            raise DivergedError(f"validation loss is {loss.item():.4g} at step {self.global_step}")
         if not self.trainer.sanity_checking:
             self.best_val_loss = min(self.best_val_loss, float(loss))
             self.log("val/ppl_best", math.exp(self.best_val_loss))
