@@ -112,7 +112,9 @@ def resume_checkpoint(cfg: DictConfig, system: L.LightningModule) -> str | None:
         checkpoint = load_checkpoint_file(path, map_location="cpu")
         saved = checkpoint["hyper_parameters"]
     except Exception as err:
-        raise ConfigError(f"{key}: {path} is not a seqlab checkpoint ({type(err).__name__}: {err})") from None
+        raise ConfigError(
+            f"{key}: {path} is not a seqlab checkpoint (loading it raised {type(err).__name__})"
+        ) from None
     for name in ("model", "vocab_size", "context_length"):
         if saved.get(name) != system.hparams[name]:
             raise ConfigError(

@@ -14,8 +14,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,6 +27,16 @@ from seqlab.sweep import threads_from_config
 from seqlab.system import LanguageModel
 
 log = logging.getLogger(__name__)
+
+
+def instantiate(config: Any, **kwargs: Any) -> Any:
+    """Hydra's instantiate, except that a ConfigError raised by the target stays one (Hydra wraps it)."""
+    try:
+        return hydra_instantiate(config, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
 
 
 def check_config(cfg: DictConfig) -> None:
