@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -12,6 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from seqlab.data.datamodule import TrainBatches
+from seqlab.resume import AtomicCheckpointIO
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 40  # ~4 epochs of 10 batches on the tiny file: the kill lands mid-epoch, the run crosses epochs
@@ -115,6 +119,38 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(short_text: Path, unbroke
     # saved on the way out, after the step in flight, not the periodic one from before the signal
     assert metrics["steps"] == checkpoint_step(run_dir / "checkpoints" / "last.ckpt") < MAX_STEPS
 
-    resumed = subprocess.run([*cmd, f"resume={run_dir}"], env=run_env(), capture_output=True, text=True)
+    # resume= alone picks the run dir: the command a user typed without hydra.run.dir works the same
+    cmd = [arg for arg in cmd if not arg.startswith("hydra.run.dir=")]
+    resumed = subprocess.run([*cmd, f"resume={run_dir}"], env=run_env(), capture_output=True, text=True, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert results(run_dir) == unbroken
+
+
+def test_train_batches_continue_from_their_state():
+    """A loader rebuilt from a state_dict taken mid-epoch yields exactly the batches the original would have."""
+
+    def loader() -> TrainBatches:
+        return TrainBatches(torch.arange(3000), context_length=15, batch_size=8, seed=3)  # 23 batches an epoch
+
+    unbroken = loader()
+    expected = [x for _ in range(3) for x, _ in unbroken]  # three whole epochs
+    first = loader()
+    seen = [x for x, _ in first]  # epoch 0
+    seen += [x for x, _ in itertools.islice(first, 7)]  # 7 batches into epoch 1, then the "kill"
+    assert first.state_dict() == {"epoch": 1, "batch": 7}
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    seen += [x for x, _ in resumed]  # the rest of epoch 1
+    seen += [x for x, _ in resumed]  # epoch 2
+    assert len(seen) == len(expected) == 69
+    assert all(torch.equal(a, b) for a, b in zip(seen, expected, strict=True))
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path: Path):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1, "weights": torch.ones(3)}, path)
+    with pytest.raises(Exception):  # noqa: B017 (whatever torch.save raises for an unpicklable object)
+        io.save_checkpoint({"step": 2, "weights": torch.ones(3), "broken": lambda: None}, path)
+    assert io.load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".last.ckpt.part", "last.ckpt"]

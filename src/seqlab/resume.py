@@ -115,19 +115,16 @@ def resume_checkpoint(cfg: DictConfig, system: L.LightningModule) -> str | None:
         raise ConfigError(
             f"{key}: {path} is not a seqlab checkpoint (loading it raised {type(err).__name__})"
         ) from None
-    for name in ("model", "vocab_size", "context_length"):
+    there, here = saved.get("model") or {}, system.hparams["model"]
+    if there.get("_target_") != here["_target_"]:
+        raise ConfigError(f"{key}: {path} holds a {there.get('_target_')}, this run builds a {here['_target_']}")
+    for name in sorted({*there, *here} - {"_target_"}):
+        if there.get(name) != here.get(name):
+            raise ConfigError(f"{key}: {path} has model.{name}={there.get(name)}, this run {here.get(name)}")
+    for name in ("vocab_size", "context_length"):
         if saved.get(name) != system.hparams[name]:
-            raise ConfigError(
-                f"{key}: {path} was trained with {name}={_short(saved.get(name))}, "
-                f"this run has {name}={_short(system.hparams[name])}"
-            )
+            raise ConfigError(f"{key}: {path} has {name}={saved.get(name)}, this run {system.hparams[name]}")
     vocab = (checkpoint.get("vocab") or {}).get("tokens")
     if vocab is not None and system.vocab is not None and vocab != system.vocab.tokens:
         raise ConfigError(f"{key}: {path} was trained on other text (its vocabulary differs from this run's)")
     return str(path)
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, dict):  # a model config: its class and sizes
-        return ",".join(f"{k}={v}" for k, v in value.items())
-    return str(value)
