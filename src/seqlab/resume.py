@@ -47,13 +47,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class ResumeCheckpoint(Checkpoint):
-    """Owns `last.ckpt`: saves it every `every_n_steps` steps, after every validation, and on SIGTERM.
+    """Owns `last.ckpt`: saves it every `every_n_steps` steps, after every validation, and on SIGTERM or Ctrl-C.
 
     A save after a step that is about to validate waits for the validation's end, so a resumed run never
     skips a validation the unbroken run did. Subclassing `Checkpoint` makes Lightning run this after the
     best-on-val/loss `ModelCheckpoint`, so the saved state includes the best score of that validation.
-    SIGTERM (what SLURM sends before pre-emption) only sets a flag: the step in flight finishes, the
-    checkpoint is saved at the next save point, and the run stops with status `interrupted`.
+    SIGTERM (what SLURM sends before pre-emption) or a first Ctrl-C only sets a flag: the step in flight
+    finishes, the checkpoint is saved at the next save point, and the run stops with status `interrupted`.
+    A second Ctrl-C stops at once.
     """
 
     def __init__(self, dirpath: str, every_n_steps: int = 50) -> None:
@@ -64,13 +65,16 @@ class ResumeCheckpoint(Checkpoint):
         self.stop_requested = False
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # replaces Lightning's SIGTERM handler for the fit (Lightning's would abort a validation half-way);
-        # Lightning puts the original handler back when the fit ends
+        # replaces Lightning's handlers for the fit (its SIGTERM one would abort a validation half-way, its
+        # Ctrl-C one saves nothing); Lightning puts the original handlers back when the fit ends
         if trainer.world_size == 1:
             signal.signal(signal.SIGTERM, self._request_stop)
+            signal.signal(signal.SIGINT, self._request_stop)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
-        log.warning("SIGTERM: saving %s after this step, then stopping", self.path)
+        if self.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("%s: saving %s after this step, then stopping", signal.Signals(signum).name, self.path)
         self.stop_requested = True
 
     def _will_validate(self, trainer: L.Trainer) -> bool:
@@ -84,7 +88,7 @@ class ResumeCheckpoint(Checkpoint):
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path)
         if self.stop_requested:
-            raise Interrupted(f"stopped by SIGTERM at step {trainer.global_step}; saved {self.path}")
+            raise Interrupted(f"stopped by a signal at step {trainer.global_step}; saved {self.path}")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         due = self.stop_requested or trainer.global_step % self.every_n_steps == 0
