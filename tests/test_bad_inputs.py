@@ -111,6 +111,14 @@ def test_resume_without_a_checkpoint(tiny_text: Path, tmp_path: Path, capsys):
     assert f"no checkpoint at {tmp_path / 'checkpoints' / 'last.ckpt'}" in message
 
 
+def test_resume_in_a_sweep(rnn_run: Path, tiny_text: Path, tmp_path: Path, capsys):
+    overrides = ["data=text_file", f"data.path={tiny_text}", *TINY, f"resume={rnn_run}", "hydra.mode=MULTIRUN"]
+    metrics = train(compose_config(overrides, tmp_path / "run"))  # a sweep's job records its status, no exit
+    assert metrics["status"] == "bad_config"
+    assert "resume one job at a time, without -m" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_a_checkpoint_path_that_is_not_a_checkpoint(tiny_text: Path, tmp_path: Path, capsys):
     overrides = ["data=text_file", f"data.path={tiny_text}", *TINY, f"ckpt_path={tiny_text}"]
     message = expect_config_error(overrides, tmp_path / "run", capsys)

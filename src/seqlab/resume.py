@@ -16,6 +16,8 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.fabric.utilities.cloud_io import _load as load_checkpoint_file
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -108,6 +110,10 @@ def resume_checkpoint(cfg: DictConfig, system: L.LightningModule) -> str | None:
         raise ConfigError(f"resume={resume} and ckpt_path={ckpt_path}: give one of them")
     if not resume and not ckpt_path:
         return None
+    if resume and _in_sweep():  # every job would load the same checkpoint
+        raise ConfigError(
+            f"resume={resume}: resume one job at a time, without -m (its overrides plus resume=<its dir>)"
+        )
     path = Path(ckpt_path) if ckpt_path else Path(resume) / "checkpoints" / "last.ckpt"
     key = "ckpt_path" if ckpt_path else "resume"
     if not path.is_file():
@@ -132,3 +138,10 @@ def resume_checkpoint(cfg: DictConfig, system: L.LightningModule) -> str | None:
     if vocab is not None and system.vocab is not None and vocab != system.vocab.tokens:
         raise ConfigError(f"{key}: {path} was trained on other text (its vocabulary differs from this run's)")
     return str(path)
+
+
+def _in_sweep() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # no Hydra context
+        return False
