@@ -183,6 +183,9 @@ def plot_lines(
 def plot_grad_profiles(profiles: dict[str, dict[str, Any]], path: Path) -> None:
     """‖∂L_T/∂x_{T−d}‖ for every job (left) and ‖∂L_T/∂h_{T−d}‖ for the recurrent ones (right), log y."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    palette = plt.get_cmap("tab10" if len(profiles) <= 10 else "tab20")
+    colors = {name: palette(i % palette.N) for i, name in enumerate(profiles)}  # one colour per job in both panels
+    all_zero = []
     for ax, key, label in ((axes[0], "g_x_mean", "input x"), (axes[1], "g_h_mean", "hidden state h")):
         for name, profile in profiles.items():
             values = profile.get(key)
@@ -193,14 +196,19 @@ def plot_grad_profiles(profiles: dict[str, dict[str, Any]], path: Path) -> None:
                 ax.plot(
                     *zip(*points, strict=True),
                     label=name,
+                    color=colors[name],
                     linewidth=1,
                     marker="." if len(points) < 4 else None,
                 )
+            elif key == "g_x_mean":
+                all_zero.append(name)
         ax.set_yscale("log")
         ax.set_xlabel("distance d = T − t (steps back from the scored position)")
         ax.set_title(f"gradient of the last loss w.r.t. {label}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("mean gradient norm")
+    if all_zero:  # e.g. the unigram: no curve on a log axis, so say it
+        axes[0].text(0.01, 0.01, "0 at every d: " + ", ".join(all_zero), transform=axes[0].transAxes, fontsize=7)
     handles, labels = axes[0].get_legend_handles_labels()
     if labels:
         fig.legend(handles, labels, loc="lower center", fontsize=6, ncol=2, frameon=False)

@@ -192,7 +192,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(status="bad_config", reason=str(err))
         exit_code, message = 2, f"error: {err}"
     except DivergedError as err:
-        reason = f"{err}: the gradients exploded; try trainer.gradient_clip_val=1.0 or a lower optim.lr"
+        clip = cfg.trainer.get("gradient_clip_val")
+        fix = "trainer.gradient_clip_val=1.0" if clip is None else f"a smaller trainer.gradient_clip_val (now {clip})"
+        reason = f"{err}: exploding gradients or too large a step; try a lower optim.lr (now {cfg.optim.lr}) or {fix}"
         metrics.update(status="diverged", reason=reason)
         exit_code, message = 3, f"diverged: {reason}"
     except (Interrupted, KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into sys.exit(1)
