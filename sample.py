@@ -25,9 +25,7 @@ def main() -> None:
     if not args.checkpoint.is_file():
         sys.exit(f"error: {args.checkpoint}: no such checkpoint file")
 
-    import torch
-
-    from seqlab.sampling import encode_prompt, generate
+    from seqlab.sampling import sample_text
     from seqlab.system import LanguageModel
 
     try:
@@ -38,19 +36,10 @@ def main() -> None:
     if system.vocab is None:
         sys.exit(f"error: {args.checkpoint}: holds no vocabulary (not written by train.py?)")
     system.eval()
-    prompt_ids, unknown = encode_prompt(system.vocab, args.prompt)
+    text, unknown = sample_text(system, args.prompt, args.length, args.temperature, args.seed)
     if unknown:
         print(f"warning: {unknown} not in the vocabulary; read as <unk>", file=sys.stderr)
-    generator = torch.Generator(device=system.device).manual_seed(args.seed)
-    ids = generate(
-        system.model,
-        prompt_ids.to(system.device),
-        args.length,
-        args.temperature,
-        generator,
-        context_length=system.hparams.context_length,
-    )
-    print(system.vocab.decode(ids[0].tolist()))
+    print(text)
 
 
 if __name__ == "__main__":

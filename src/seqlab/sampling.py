@@ -41,3 +41,19 @@ def generate(
         next_id = torch.multinomial(torch.softmax(logits.float(), dim=-1), 1, generator=generator)  # (B, 1)
         idx = torch.cat([idx, next_id], dim=1)
     return idx
+
+
+def sample_text(system: nn.Module, prompt: str, length: int, temperature: float, seed: int) -> tuple[str, list[str]]:
+    """Continue `prompt` with a trained LanguageModel (its vocabulary, its context length): the text, and the
+    prompt tokens its vocabulary lacks (read as <unk>). The same seed gives the same text."""
+    prompt_ids, unknown = encode_prompt(system.vocab, prompt)
+    generator = torch.Generator(device=system.device).manual_seed(seed)
+    ids = generate(
+        system.model,
+        prompt_ids.to(system.device),
+        length,
+        temperature,
+        generator,
+        context_length=system.hparams.context_length,
+    )
+    return system.vocab.decode(ids[0].tolist()), unknown

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import lightning as L
-import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from seqlab.sampling import encode_prompt, generate
+from seqlab.sampling import sample_text
 
 
 class TextSamples(L.Callback):
@@ -20,20 +19,10 @@ class TextSamples(L.Callback):
         self.prompt, self.length, self.temperature, self.seed = prompt, length, temperature, seed
 
     def sample(self, pl_module: L.LightningModule) -> str:
-        vocab = pl_module.vocab
-        prompt_ids, unknown = encode_prompt(vocab, self.prompt)
+        text, unknown = sample_text(pl_module, self.prompt, self.length, self.temperature, self.seed)
         if unknown:
             rank_zero_warn(f"samples: prompt tokens {unknown} are not in the vocabulary; they read as <unk>")
-        generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
-        ids = generate(
-            pl_module.model,
-            prompt_ids.to(pl_module.device),
-            self.length,
-            self.temperature,
-            generator,
-            context_length=pl_module.hparams.context_length,
-        )
-        return vocab.decode(ids[0].tolist())
+        return text
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or pl_module.vocab is None:
