@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import sys
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,7 +209,8 @@ def plot_grad_profiles(profiles: dict[str, dict[str, Any]], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("mean gradient norm")
     if all_zero:  # e.g. the unigram: no curve on a log axis, so say it
-        axes[0].text(0.01, 0.01, "0 at every d: " + ", ".join(all_zero), transform=axes[0].transAxes, fontsize=7)
+        note = textwrap.fill("0 at every d: " + ", ".join(all_zero), width=90)
+        axes[0].text(0.01, 0.01, note, transform=axes[0].transAxes, fontsize=6, va="bottom")
     handles, labels = axes[0].get_legend_handles_labels()
     if labels:
         fig.legend(handles, labels, loc="lower center", fontsize=6, ncol=2, frameon=False)
