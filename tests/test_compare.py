@@ -89,6 +89,11 @@ def test_every_job_is_a_row_with_its_status(sweep: Path) -> None:
     # sorted by model (in the seed's order), then hidden size
     assert [r["model"] for r in rows[:2]] == ["unigram", "mlp_window"]
     assert [r["hidden_size"] for r in rows if r["model"] == "rnn" and r["status"] == "ok"] == ["64", "256"]
+    ratios = {r["job"]: r["grad_ratio"] for r in rows}
+    assert float(ratios["0_model=rnn,h=64"]) == 0.25  # last profile's g_h: 0.25 / 1.0
+    assert float(next(r for r in rows if r["job"] == "0_model=rnn,h=64")["grad_ratio_init"]) == 0.1  # step 0's
+    assert float(ratios["2_model=unigram,h=64"]) == 1.0  # no g_h: g_x's ratio (one position)
+    assert ratios["1_model=rnn,h=256"] == ""  # no profile, no ratio
     table = (sweep / "comparison.md").read_text()
     assert "| diverged | loss is nan at step 17 |" in table and "7 jobs, 4 ok, 3 not ok." in table
     for name in PLOTS:

@@ -39,6 +39,8 @@ COLUMNS = [
     "steps",
     "best_val_ppl",
     "test_ppl",
+    "grad_ratio_init",
+    "grad_ratio",
     "train_tokens_per_s",
     "wall_s",
     "status",
@@ -47,16 +49,31 @@ COLUMNS = [
 MODEL_ORDER = {"unigram": 0, "mlp_window": 1, "mlp_padded": 2, "rnn": 3}
 
 
-def last_grad_profile(job_dir: Path) -> dict[str, Any] | None:
-    """The last line of grad_profile.jsonl (the profile at the end of training), or None."""
+def grad_profiles(job_dir: Path) -> list[dict[str, Any]]:
+    """Every complete line of a job's grad_profile.jsonl, in training order ([] if it has none)."""
     path = job_dir / "grad_profile.jsonl"
     if not path.exists():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    try:
-        return json.loads(lines[-1]) if lines else None
-    except json.JSONDecodeError:  # a job killed mid-write leaves half a line
-        return json.loads(lines[-2]) if len(lines) > 1 else None
+        return []
+    profiles = []
+    for line in path.read_text().splitlines():
+        try:
+            profiles.append(json.loads(line))
+        except json.JSONDecodeError:  # a job killed mid-write leaves half a line
+            continue
+    return profiles
+
+
+def last_grad_profile(job_dir: Path) -> dict[str, Any] | None:
+    """The profile at the end of training, or None."""
+    profiles = grad_profiles(job_dir)
+    return profiles[-1] if profiles else None
+
+
+def grad_ratio(profile: dict[str, Any] | None) -> float | None:
+    """g(T−1)/g(0) of a profile: the share of the last loss's gradient that reaches the chunk's first
+    position (through h for recurrent models, else through the inputs). The seed's (0.9)^100 number."""
+    g = (profile or {}).get("g_h_mean") or (profile or {}).get("g_x_mean")
+    return g[-1] / g[0] if g and g[0] else None
 
 
 def row_for(job: Job, name: str) -> dict[str, Any]:
@@ -85,10 +102,14 @@ def collect(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, dict[
             # the sweep dir's name too when several sweeps are compared, so job names stay unique
             rel = job_dir.relative_to(root).as_posix()
             name = f"{root.name}/{rel}" if len(dirs) > 1 else rel
-            rows.append(row_for(read_job(job_dir), name))
-            profile = last_grad_profile(job_dir)
-            if profile is not None:
-                profiles[name] = profile
+            measured = grad_profiles(job_dir)  # at step 0 (init) ... at the end
+            first, last = (measured[0], measured[-1]) if measured else (None, None)
+            rows.append(
+                row_for(read_job(job_dir), name)
+                | {"grad_ratio_init": grad_ratio(first), "grad_ratio": grad_ratio(last)}
+            )
+            if last is not None:
+                profiles[name] = last
     rows.sort(key=_sort_key)
     return rows, profiles
 
