@@ -16,14 +16,13 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.fabric.utilities.cloud_io import _load as load_checkpoint_file
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from seqlab.errors import ConfigError, Interrupted
+from seqlab.sweep import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ def resume_checkpoint(cfg: DictConfig, system: L.LightningModule) -> str | None:
         raise ConfigError(f"resume={resume} and ckpt_path={ckpt_path}: give one of them")
     if not resume and not ckpt_path:
         return None
-    if resume and _in_sweep():  # every job would load the same checkpoint
+    if resume and in_multirun():  # every job would load the same checkpoint
         raise ConfigError(
             f"resume={resume}: resume one job at a time, without -m (its overrides plus resume=<its dir>)"
         )
@@ -138,10 +137,3 @@ def resume_checkpoint(cfg: DictConfig, system: L.LightningModule) -> str | None:
     if vocab is not None and system.vocab is not None and vocab != system.vocab.tokens:
         raise ConfigError(f"{key}: {path} was trained on other text (its vocabulary differs from this run's)")
     return str(path)
-
-
-def _in_sweep() -> bool:
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:  # no Hydra context
-        return False

@@ -15,7 +15,6 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -23,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqlab.data import TextDataModule
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint
-from seqlab.sweep import threads_from_config
+from seqlab.sweep import in_multirun, threads_from_config
 from seqlab.system import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -64,13 +63,6 @@ def _choice(group: str, default: str) -> str:
         return HydraConfig.get().runtime.choices.get(group, default)
     except ValueError:  # no Hydra context (a script or a notebook)
         return default
-
-
-def _is_multirun() -> bool:
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
 
 
 def summary_hparams(cfg: DictConfig, n_params: int | None = None) -> dict[str, Any]:
@@ -211,7 +203,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_json(out_dir / "metrics.json", metrics)
     if message:
         print(message, file=sys.stderr)
-        if not _is_multirun():
+        if not in_multirun():
             sys.exit(exit_code)
     else:
         log.info("done: best val ppl %.3f, test ppl %.3f -> %s", metrics["best_val_ppl"], metrics["test_ppl"], out_dir)

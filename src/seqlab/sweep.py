@@ -17,6 +17,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 MAX_DIRNAME = 200  # bytes; most filesystems stop at 255
@@ -54,6 +55,14 @@ def threads_per_job(launcher: DictConfig | None, cpus: int | None = None) -> int
         if target.endswith("LocalLauncher"):
             return 1  # submitit's local executor starts every job at once
     return None
+
+
+def in_multirun() -> bool:
+    """Whether this process runs a job of a sweep (`-m`), as opposed to a single run or a script."""
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:  # no Hydra context
+        return False
 
 
 def threads_from_config(cfg: DictConfig) -> int | None:

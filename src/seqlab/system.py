@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
 from seqlab.data import IGNORE, Vocab
-from seqlab.errors import ConfigError, DivergedError
+from seqlab.errors import DivergedError
 
 
 class LanguageModel(L.LightningModule):
@@ -129,9 +129,7 @@ class LanguageModel(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("vocab")
-        if self.vocab is not None and saved is not None and saved["tokens"] != self.vocab.tokens:
-            raise ConfigError("checkpoint: its vocabulary differs from this run's data; it was trained on other text")
+        saved = checkpoint.get("vocab")  # a mismatch with the run's data is caught earlier, by resume_checkpoint
         if saved is not None:
             self.vocab = Vocab.from_state_dict(saved)
         for key, value in checkpoint.get("seqlab", {}).items():

@@ -37,9 +37,13 @@ class TrainBatches:
         self.epoch, self.batch = 0, 0  # where the next __iter__ starts
         self.offsets = torch.arange(self.chunk)
 
-    def __len__(self) -> int:
+    def _batches(self) -> range:
+        """This rank's batch numbers within an epoch."""
         rank, world = _rank_and_world()
-        return len(range(rank, max(self.n_chunks // self.batch_size, 1), world))
+        return range(rank, max(self.n_chunks // self.batch_size, 1), world)
+
+    def __len__(self) -> int:
+        return len(self._batches())
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batch": self.batch}
@@ -53,8 +57,7 @@ class TrainBatches:
         spare = len(self.ids) - self.n_chunks * self.chunk
         phase = int(torch.randint(min(spare, self.chunk - 1) + 1, (1,), generator=g))
         starts = phase + torch.randperm(self.n_chunks, generator=g) * self.chunk
-        rank, world = _rank_and_world()
-        mine = range(rank, max(self.n_chunks // self.batch_size, 1), world)
+        mine = self._batches()
         for i in range(first, len(mine)):
             # advanced before the yield: a checkpoint taken after this batch resumes with the next one
             self.epoch, self.batch = (epoch, i + 1) if i + 1 < len(mine) else (epoch + 1, 0)
