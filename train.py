@@ -1,10 +1,7 @@
 """Train one model, or sweep many with -m. Examples: `python train.py model=rnn`, `python train.py -m experiment=baselines`."""
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
-
-# `${or_else:${resume},<new dir>}` in conf/hydra: resume=<run dir> continues in that dir
-OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value)
+from omegaconf import DictConfig
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from seqlab.data.corpora import RemoteFile, fetch
-from seqlab.errors import ConfigError
+from seqlab.data.corpora import DownloadError, RemoteFile, fetch
 
 BODY = ("To be, or not to be, that is the question:\n" * 2000).encode()
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -106,14 +105,14 @@ def test_a_corrupted_cached_file_is_reported_when_the_source_is_unreachable(tmp_
     dest = tmp_path / file.path
     dest.parent.mkdir(parents=True)
     dest.write_bytes(b"half a download")
-    with pytest.raises(ConfigError, match="sha256 is wrong and a fresh copy could not be downloaded"):
+    with pytest.raises(DownloadError, match="sha256 is wrong and a fresh copy could not be downloaded"):
         fetch(file, tmp_path)
     assert leftovers(tmp_path) == []
 
 
 def test_a_download_with_the_wrong_checksum_is_never_cached(server: SlowServer, tmp_path: Path):
     file = remote(server, sha="0" * 64)
-    with pytest.raises(ConfigError, match=f"downloaded with sha256 {SHA}, expected 0000"):
+    with pytest.raises(DownloadError, match=f"downloaded with sha256 {SHA}, expected 0000"):
         fetch(file, tmp_path)
     assert not (tmp_path / file.path).exists()
     assert leftovers(tmp_path) == []

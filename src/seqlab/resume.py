@@ -16,12 +16,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.cloud_io import _load as load_checkpoint_file
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from seqlab.data import Vocab
 from seqlab.errors import ConfigError, Interrupted
+from seqlab.rundir import resume_problem
 from seqlab.sweep import in_multirun
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,13 @@ class ResumeCheckpoint(Checkpoint):
         self.every_n_steps = every_n_steps
         self.stop_requested = False
 
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        # runs before the callbacks load their state: ModelCheckpoint then finds its files in this run's dir
+        for callback in trainer.checkpoint_callbacks:
+            state = checkpoint.get("callbacks", {}).get(getattr(callback, "state_key", None))
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath and state:
+                relocate(state, callback.dirpath)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # replaces Lightning's handlers for the fit (its SIGTERM one would abort a validation half-way, its
         # Ctrl-C one saves nothing); Lightning puts the original handlers back when the fit ends
@@ -101,39 +111,80 @@ class ResumeCheckpoint(Checkpoint):
             self._save(trainer)
 
 
-def resume_checkpoint(cfg: DictConfig, system: L.LightningModule) -> str | None:
-    """The checkpoint this run continues from (`resume=<run dir>` or `ckpt_path=<file>`), checked against
-    the run's model and data, so a mismatch is one line before any training rather than a state_dict dump."""
+def resume_checkpoint(
+    cfg: DictConfig, model: dict[str, Any], vocab: Vocab, context_length: int
+) -> tuple[str, int] | None:
+    """The checkpoint this run continues from (`resume=<run dir>` or `ckpt_path=<file>`) and its step, checked
+    against the run's model and data before anything is built or written, so a mismatch is one line (and a
+    refused resume leaves its run dir as it was) rather than a state_dict dump."""
     resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
-    if resume and ckpt_path:
+    if resume is not None and ckpt_path is not None:
         raise ConfigError(f"resume={resume} and ckpt_path={ckpt_path}: give one of them")
-    if not resume and not ckpt_path:
+    if resume is None and ckpt_path is None:
         return None
-    if resume and in_multirun():  # every job would load the same checkpoint
+    if resume is not None and in_multirun():  # every job would load the same checkpoint
         raise ConfigError(
             f"resume={resume}: resume one job at a time, without -m (its overrides plus resume=<its dir>)"
         )
-    path = Path(ckpt_path) if ckpt_path else Path(resume) / "checkpoints" / "last.ckpt"
-    key = "ckpt_path" if ckpt_path else "resume"
+    if resume is not None and resume_problem(resume):
+        raise ConfigError(resume_problem(resume))
+    if ckpt_path is not None and not (isinstance(ckpt_path, str) and ckpt_path.strip()):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path}: give a checkpoint file, e.g. ckpt_path=<run dir>/checkpoints/last.ckpt"
+        )
+    path = Path(ckpt_path) if ckpt_path is not None else Path(resume) / "checkpoints" / "last.ckpt"
+    key = "ckpt_path" if ckpt_path is not None else "resume"
+    # when last.ckpt is gone or broken, the run's best checkpoint (written by another save) may still be whole
+    best = sorted(path.parent.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime) if key == "resume" else []
+    fallback = f"; {best[-1]} is there: continue from it in a new run with ckpt_path={best[-1]}" if best else ""
     if not path.is_file():
-        raise ConfigError(f"{key}: no checkpoint at {path}")
+        raise ConfigError(f"{key}: no checkpoint at {path}{fallback}")
     try:
         checkpoint = load_checkpoint_file(path, map_location="cpu")
-        saved = checkpoint["hyper_parameters"]
+        saved, step = checkpoint["hyper_parameters"], int(checkpoint["global_step"])
     except Exception as err:
         raise ConfigError(
-            f"{key}: {path} is not a seqlab checkpoint (loading it raised {type(err).__name__})"
+            f"{key}: {path} is not a seqlab checkpoint (loading it raised {type(err).__name__}){fallback}"
         ) from None
-    there, here = saved.get("model") or {}, system.hparams["model"]
-    if there.get("_target_") != here["_target_"]:
-        raise ConfigError(f"{key}: {path} holds a {there.get('_target_')}, this run builds a {here['_target_']}")
-    for name in sorted({*there, *here} - {"_target_"}):
-        if there.get(name) != here.get(name):
-            raise ConfigError(f"{key}: {path} has model.{name}={there.get(name)}, this run {here.get(name)}")
-    for name in ("vocab_size", "context_length"):
-        if saved.get(name) != system.hparams[name]:
-            raise ConfigError(f"{key}: {path} has {name}={saved.get(name)}, this run {system.hparams[name]}")
-    vocab = (checkpoint.get("vocab") or {}).get("tokens")
-    if vocab is not None and system.vocab is not None and vocab != system.vocab.tokens:
+    there = saved.get("model") or {}
+    if there.get("_target_") != model["_target_"]:
+        raise ConfigError(f"{key}: {path} holds a {there.get('_target_')}, this run builds a {model['_target_']}")
+    for name in sorted({*there, *model} - {"_target_"}):
+        if there.get(name) != model.get(name):
+            raise ConfigError(f"{key}: {path} has model.{name}={there.get(name)}, this run {model.get(name)}")
+    for name, here in (("vocab_size", len(vocab)), ("context_length", context_length)):
+        if saved.get(name) != here:
+            raise ConfigError(f"{key}: {path} has {name}={saved.get(name)}, this run {here}")
+    tokens = (checkpoint.get("vocab") or {}).get("tokens")
+    if tokens is not None and tokens != vocab.tokens:
         raise ConfigError(f"{key}: {path} was trained on other text (its vocabulary differs from this run's)")
-    return str(path)
+    return str(path), step
+
+
+def relocate(state: dict[str, Any], dirpath: str) -> None:
+    """ModelCheckpoint's state names its files by absolute path. Find them in `dirpath` (this run's checkpoint
+    dir) instead, so a run dir that was moved or copied resumes from its own files. If its best file is not
+    there (a new run started with ckpt_path= from another run), leave the state to Lightning, which then
+    tracks the best afresh, and drop the other run's best path, so a run only ever tests its own files."""
+
+    def here(path: str | None) -> str:
+        return str(Path(dirpath) / Path(path).name) if path else ""
+
+    if not state.get("best_model_path") or not Path(here(state["best_model_path"])).is_file():
+        state["best_model_path"] = ""
+        return
+    state["best_k_models"] = {here(p): score for p, score in state.get("best_k_models", {}).items()}
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        state[key] = here(state.get(key))
+    state["dirpath"] = dirpath
+
+
+def save_run_config(cfg: DictConfig, out_dir: Path) -> None:
+    """What Hydra writes into .hydra/ at the start of a job; a resume writes it once its checkpoint is accepted
+    (seqlab.rundir.RunDir holds Hydra's copy back)."""
+    hydra_cfg = HydraConfig.get()
+    hydra_dir = out_dir / ".hydra"
+    hydra_dir.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, hydra_dir / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_cfg)}), hydra_dir / "hydra.yaml")
+    OmegaConf.save(hydra_cfg.overrides.task, hydra_dir / "overrides.yaml")

@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from omegaconf import DictConfig, OmegaConf
 
 from seqlab.data import TextDataModule
+from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
-from seqlab.resume import AtomicCheckpointIO, resume_checkpoint
+from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
 from seqlab.sweep import in_multirun, threads_from_config
 from seqlab.system import LanguageModel
 
@@ -53,9 +56,21 @@ def check_config(cfg: DictConfig) -> None:
     clip = cfg.trainer.get("gradient_clip_val")
     if clip is not None and clip <= 0:
         raise ConfigError(f"trainer.gradient_clip_val={clip}: must be positive, or null for no clipping")
-    max_steps = cfg.trainer.get("max_steps", -1)
-    if max_steps == 0 or max_steps < -1:
-        raise ConfigError(f"trainer.max_steps={max_steps}: must be positive (or -1 to train by epochs)")
+
+
+def check_budget(trainer: DictConfig) -> None:
+    """Every accepted budget ends: trainer.max_steps > 0, or -1 with a positive max_epochs or a max_time."""
+    max_steps, max_epochs = trainer.get("max_steps", -1), trainer.get("max_epochs")
+    if isinstance(max_steps, int) and max_steps > 0:
+        return
+    by_epochs = "-1 with a positive trainer.max_epochs or a trainer.max_time"
+    if max_steps != -1:
+        raise ConfigError(f"trainer.max_steps={max_steps}: must be positive (or {by_epochs})")
+    if trainer.get("max_time") is None and not (isinstance(max_epochs, int) and max_epochs > 0):
+        raise ConfigError(
+            f"trainer.max_steps=-1 with trainer.max_epochs={max_epochs}: never ends; give trainer.max_steps=N "
+            "or trainer.max_epochs=N (or a trainer.max_time)"
+        )
 
 
 def _choice(group: str, default: str) -> str:
@@ -94,14 +109,22 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> None:
     """Everything a run does; fills `metrics` as it goes, so a failure still reports what was reached."""
     check_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
+    check_budget(cfg.trainer)
     datamodule: TextDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    resumed = resume_checkpoint(cfg, model, datamodule.vocab, datamodule.context_length)
+    ckpt_path = resumed[0] if resumed else None
+    # nothing above writes into the run dir: a refused resume leaves the run it names as it was
+    if cfg.get("resume") is not None:
+        metrics["resumed_at_step"] = resumed[1]
+        save_run_config(cfg, out_dir)
     datamodule.save_vocab(out_dir / "vocab.json")
+    L.seed_everything(cfg.seed, workers=True)  # the data draws no random numbers: the model starts as ever
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     system = LanguageModel(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
+        model=model,
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         vocab_size=datamodule.vocab_size,
         context_length=cfg.data.context_length,
@@ -120,12 +143,13 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
         len(datamodule.ids["train"]),
     )
 
-    ckpt_path = resume_checkpoint(cfg, system)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     if logger:
         logger.log_metrics({"params": system.n_params}, step=0)
+        # Lightning would write an empty hparams.yaml here (the HParams summary is logged at the end)
+        save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", metrics["hparams"])
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=ckpt_path)
     finally:  # what was trained counts even if the run died
@@ -162,6 +186,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(threads)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    resume = cfg.get("resume")
+    resumes_here = resume is not None and Path(str(resume)).expanduser().resolve() == out_dir.resolve()
     metrics: dict[str, Any] = {
         "model": _choice("model", str(cfg.model.get("_target_", "?")).rsplit(".", 1)[-1]),
         "status": "running",
@@ -194,13 +220,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         reason = f"{why}; resume with the same command plus resume={out_dir}"
         metrics.update(status="interrupted", reason=reason)
         exit_code, message = 130, f"interrupted: {reason}"
+    except DownloadError as err:
+        metrics.update(status="failed", reason=str(err))
+        exit_code, message = 1, f"failed: {err}"
     except Exception as err:
-        log.exception("run failed")
+        if resumes_here and "resumed_at_step" not in metrics:
+            traceback.print_exc()  # not into the train.log of the run this resume was refused
+        else:
+            log.exception("run failed")
         metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")
         exit_code, message = 1, f"failed: {type(err).__name__}: {err}"
     metrics["threads"] = torch.get_num_threads()
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
-    write_json(out_dir / "metrics.json", metrics)
+    if not resumes_here or "resumed_at_step" in metrics:  # a refused resume leaves the run it names as it was
+        write_json(out_dir / "metrics.json", metrics)
     if message:
         print(message, file=sys.stderr)
         if not in_multirun():

@@ -13,8 +13,7 @@ import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-
-from seqlab.errors import ConfigError
+from typing import TextIO
 
 
 @dataclass(frozen=True)
@@ -108,46 +107,72 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+class DownloadError(RuntimeError):
+    """A corpus could not be fetched (offline, a bad download, an unwritable cache): the run fails, the config is fine."""
+
+
+def _lock(path: Path) -> TextIO:
+    """An exclusive lock on `path`, a file that its holder deletes when done. After the wait, check that the
+    file we locked is still the one at `path`: if the previous holder deleted it meanwhile, lock the new one."""
+    while True:
+        lock = open(path, "w")  # noqa: SIM115 (the caller closes it)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
+                return lock
+        except FileNotFoundError:
+            pass
+        lock.close()
+
+
 def fetch(file: RemoteFile, data_dir: str | Path, timeout_s: float = 30.0) -> Path:
     """Return the verified local path of `file`, downloading it once into `data_dir` if needed.
 
     A cached file with the wrong sha256 is never used: it is fetched again. Concurrent callers (the jobs of
-    a sweep on a cold cache) serialise on a lock file; the download goes to a temp file that is renamed
-    into place only after its checksum matches, so a reader never sees a partial file.
+    a sweep on a cold cache) serialise on a lock file, which the holder removes when done; the download goes
+    to a temp file that is renamed into place only after its checksum matches, so a reader never sees a
+    partial file.
     """
     dest = Path(data_dir).expanduser() / file.path
     if dest.is_file() and sha256_of(dest) == file.sha256:
         return dest  # the common case takes no lock, so a read-only cache works
+    lock_path = dest.parent / f".{dest.name}.lock"
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(dest.parent / f".{dest.name}.lock", "w")  # noqa: SIM115 (held for the whole download)
+        lock = _lock(lock_path)
     except OSError as err:
         raise _missing(file, dest, f"cannot write to the cache ({err.strerror})") from None
     with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if dest.is_file() and sha256_of(dest) == file.sha256:
-            return dest  # another process fetched it while we waited
-        stale = dest.is_file()
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(file.url, timeout=timeout_s) as response:
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-            got = sha256_of(Path(tmp))
-            if got != file.sha256:
-                raise ConfigError(f"{file.url} downloaded with sha256 {got}, expected {file.sha256}")
-            os.replace(tmp, dest)
-        except OSError as err:
-            reason = "its sha256 is wrong and a fresh copy" if stale else "it is not cached and it"
-            raise _missing(file, dest, f"{reason} could not be downloaded ({err})") from None
+            _download(file, dest, timeout_s)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            os.unlink(lock_path)  # while still holding it: a waiter then sees it is gone and takes a new one
     return dest
 
 
-def _missing(file: RemoteFile, dest: Path, why: str) -> ConfigError:
-    return ConfigError(
+def _download(file: RemoteFile, dest: Path, timeout_s: float) -> None:
+    if dest.is_file() and sha256_of(dest) == file.sha256:
+        return  # another process fetched it while we waited
+    stale = dest.is_file()
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(file.url, timeout=timeout_s) as response:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+        got = sha256_of(Path(tmp))
+        if got != file.sha256:
+            raise DownloadError(f"{file.url} downloaded with sha256 {got}, expected {file.sha256}")
+        os.replace(tmp, dest)
+    except OSError as err:
+        reason = "its sha256 is wrong and a fresh copy" if stale else "it is not cached and it"
+        raise _missing(file, dest, f"{reason} could not be downloaded ({err})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _missing(file: RemoteFile, dest: Path, why: str) -> DownloadError:
+    return DownloadError(
         f"{dest}: {why}; download {file.url} (sha256 {file.sha256[:12]}…) to that path, "
         "or point paths.data_dir / SEQLAB_DATA_DIR at a folder that has it"
     )

@@ -189,6 +189,13 @@ class TextDataModule(L.LightningDataModule):
                     f"{n} tokens, fewer than one chunk ({self.context_length + 1})"
                 )
             self.ids[split] = self.vocab.encode(split_tokens[split])
+        # TrainBatches would quietly make one smaller batch, and the run would record the size it did not use
+        n_chunks = self.train_dataloader().n_chunks
+        if self.batch_size > n_chunks:
+            raise ConfigError(
+                f"data.batch_size={self.batch_size}: the train split of {self.describe()} has {n_chunks} chunks of "
+                f"{self.context_length + 1} tokens; use data.batch_size={n_chunks} or less"
+            )
 
     def describe(self) -> str:
         return self.path if self.corpus == "text_file" else self.corpus

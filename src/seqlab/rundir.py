@@ -1,0 +1,82 @@
+"""Where a single run writes: a dir of its own, or the dir of the run it resumes, checked before Hydra writes.
+
+Hydra creates the run dir and writes `.hydra/` into it before the job starts, so this is a Hydra callback
+(see conf/hydra/default.yaml) that runs first:
+- a new run claims its dir by creating `<dir>/.hydra` exclusively, so two runs started in the same second
+  (two shells, a loop, two users) never share one: the second default name gets `_2`, `_3`, ...; an
+  explicit `hydra.run.dir` that already holds a run is refused;
+- `resume=<run dir>` must name an existing dir. Hydra then writes nothing there (`.hydra/` waits until the
+  run has accepted the checkpoint, see seqlab.run), so a refused resume leaves that run as it was.
+Bad values get one line and exit code 2. Light on purpose: no torch, so these answers come at once.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, read_write
+
+
+def claim(path: Path, unique: bool) -> Path | None:
+    """Create `path/.hydra` (making `path` if needed) exclusively; if another run has it (or `path` holds a run
+    without one), try `path_2`, ... when `unique`, else give up (None). mkdir is atomic, also between
+    processes and users."""
+    for n in range(1, 10_000 if unique else 2):
+        candidate = path if n == 1 else path.with_name(f"{path.name}_{n}")
+        candidate.mkdir(parents=True, exist_ok=True)
+        if (candidate / "metrics.json").exists() or (candidate / "checkpoints").exists():
+            continue  # a run that has no .hydra/ (one trained from a script)
+        try:
+            (candidate / ".hydra").mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    return None
+
+
+def resume_problem(resume: Any) -> str | None:
+    """Why `resume=<value>` cannot name a run dir, or None (the checkpoint itself is checked by the run)."""
+    if not isinstance(resume, str) or not resume.strip():
+        return f"resume={resume}: give the dir of the run to continue, e.g. resume=outputs/runs/<name>"
+    path = Path(resume).expanduser()
+    if path.is_file():
+        hint = f"resume={path.parent.parent}" if path.parent.name == "checkpoints" else "resume=<its run dir>"
+        return (
+            f"resume={resume}: is a file; give the run dir ({hint}), or start a new run from it with ckpt_path={resume}"
+        )
+    if not path.is_dir():
+        return f"resume={resume}: no such run dir"
+    return None
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class RunDir(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        resume = config.get("resume")
+        with read_write(config.hydra):
+            if resume is not None:
+                problem = resume_problem(resume)
+                if problem:
+                    fail(problem)
+                config.hydra.run.dir = str(Path(resume).expanduser())
+                config.hydra.output_subdir = None  # the run writes .hydra/ once it has accepted the checkpoint
+                return
+            explicit = any(o.split("=", 1)[0].lstrip("+") == "hydra.run.dir" for o in config.hydra.overrides.hydra)
+            wanted = Path(config.hydra.run.dir)
+            try:
+                claimed = claim(wanted, unique=not explicit)
+            except OSError as err:
+                fail(f"hydra.run.dir={wanted}: cannot create it ({err.strerror})")
+            if claimed is None:
+                fail(
+                    f"hydra.run.dir={wanted}: already holds a run; continue it with resume={wanted}, "
+                    "or choose another dir"
+                )
+            config.hydra.run.dir = str(claimed)
