@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,7 +61,9 @@ def run_env() -> dict[str, str]:
 def results(run_dir: Path) -> dict:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok", metrics
-    return {key: metrics[key] for key in RESULTS}
+    # the checkpoint files too: a resume that forgot the best so far would leave an old best-*.ckpt behind
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.startswith("."))
+    return {"checkpoints": checkpoints} | {key: metrics[key] for key in RESULTS}
 
 
 def checkpoint_step(path: Path) -> int:
@@ -93,7 +96,9 @@ def unbroken(short_text: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_unbroken_run(short_text: Path, unbroken: dict, tmp_path: Path) -> None:
+def test_sigkill_then_resume_a_moved_copy_matches_unbroken_run(
+    short_text: Path, unbroken: dict, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     cmd = command(short_text, run_dir)
     proc = start_and_stop(cmd, run_dir, signal.SIGKILL, after_step=14)
@@ -101,10 +106,18 @@ def test_sigkill_then_resume_matches_unbroken_run(short_text: Path, unbroken: di
     killed_at = checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     assert 14 <= killed_at < MAX_STEPS
 
-    resumed = subprocess.run([*cmd, f"resume={run_dir}"], env=run_env(), capture_output=True, text=True)
+    # the run dir moves (a copy, then the original deleted): everything the resume needs is found in the copy
+    copy = tmp_path / "moved"
+    shutil.copytree(run_dir, copy)
+    shutil.rmtree(run_dir)
+    cmd = [arg for arg in cmd if not arg.startswith("hydra.run.dir=")]
+    resumed = subprocess.run([*cmd, f"resume={copy}"], env=run_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     # CPU kernels are deterministic here, and every state that shapes the rest of the run is restored
-    assert results(run_dir) == unbroken
+    assert results(copy) == unbroken
+    best = json.loads((copy / "metrics.json").read_text())["best_checkpoint"]
+    assert Path(best).parent == (copy / "checkpoints").resolve()
+    assert not run_dir.exists()
 
 
 @pytest.mark.slow

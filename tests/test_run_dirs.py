@@ -210,12 +210,12 @@ def test_a_budget_that_never_ends_is_refused(text: Path, tmp_path: Path, capsys)
 
 
 def test_a_budget_in_epochs_ends(text: Path, tmp_path: Path):
-    overrides = ["data=text_file", f"data.path={text}", *TINY, "data.batch_size=64"]
-    overrides += ["trainer.max_steps=-1", "trainer.max_epochs=1", "trainer.val_check_interval=4"]
+    overrides = ["data=text_file", f"data.path={text}", *TINY, "data.batch_size=256"]
+    overrides += ["trainer.max_steps=-1", "trainer.max_epochs=2"]
     metrics = train(compose_config(overrides, tmp_path))
     assert metrics["status"] == "ok"
     chunks = int(len(text.read_text()) * 0.9) // 33 - 1  # one spare chunk, so the phase can move
-    assert metrics["steps"] == chunks // 64
+    assert metrics["steps"] == 2 * (chunks // 256)
 
 
 def test_a_batch_larger_than_the_train_split_is_refused(text: Path, tmp_path: Path, capsys):

@@ -182,7 +182,10 @@ def relocate(state: dict[str, Any], dirpath: str) -> None:
 def save_run_config(cfg: DictConfig, out_dir: Path) -> None:
     """What Hydra writes into .hydra/ at the start of a job; a resume writes it once its checkpoint is accepted
     (seqlab.rundir.RunDir holds Hydra's copy back)."""
-    hydra_cfg = HydraConfig.get()
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:  # no Hydra context (a script or a notebook): nothing to save
+        return
     hydra_dir = out_dir / ".hydra"
     hydra_dir.mkdir(exist_ok=True)
     OmegaConf.save(cfg, hydra_dir / "config.yaml")
