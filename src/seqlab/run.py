@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -16,9 +17,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from seqlab.config import check_config
 from seqlab.data import TextDataModule
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint
@@ -26,36 +29,25 @@ from seqlab.sweep import in_multirun, threads_from_config
 from seqlab.system import LanguageModel
 
 log = logging.getLogger(__name__)
+CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # a full disk, a read-only dir
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:
-    """Hydra's instantiate, except that a ConfigError raised by the target stays one (Hydra wraps it)."""
+    """Hydra's instantiate, except that a target refusing its arguments is a bad value: one line, not a traceback."""
     try:
         return hydra_instantiate(config, **kwargs)
     except InstantiationException as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
-        raise
+        raise _as_config_error(err, config.get("_target_")) from None
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Reject impossible values before anything is built; each message names the key and the value."""
-    for key, value in cfg.model.items():
-        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-            raise ConfigError(f"model.{key}={value}: must be a positive integer")
-    window, context_length = cfg.model.get("window"), cfg.data.context_length
-    if window is not None and context_length is not None and window > context_length:
-        raise ConfigError(f"model.window={window}: larger than data.context_length={context_length}")
-    if cfg.optim.lr is None or cfg.optim.lr <= 0:
-        raise ConfigError(f"optim.lr={cfg.optim.lr}: must be positive")
-    if cfg.optim.get("weight_decay", 0) < 0:
-        raise ConfigError(f"optim.weight_decay={cfg.optim.weight_decay}: must be non-negative")
-    clip = cfg.trainer.get("gradient_clip_val")
-    if clip is not None and clip <= 0:
-        raise ConfigError(f"trainer.gradient_clip_val={clip}: must be positive, or null for no clipping")
-    max_steps = cfg.trainer.get("max_steps", -1)
-    if max_steps == 0 or max_steps < -1:
-        raise ConfigError(f"trainer.max_steps={max_steps}: must be positive (or -1 to train by epochs)")
+def _as_config_error(err: InstantiationException, target: Any) -> Exception:
+    """A ConfigError, ValueError or Lightning MisconfigurationException raised by a target's __init__ -> ConfigError."""
+    cause = err.__cause__
+    if isinstance(cause, ConfigError):
+        return cause
+    if isinstance(cause, ValueError | MisconfigurationException):
+        return ConfigError(f"{target}: {cause}")
+    return err
 
 
 def _choice(group: str, default: str) -> str:
@@ -87,26 +79,31 @@ def summary_hparams(cfg: DictConfig, n_params: int | None = None) -> dict[str, A
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> None:
     """Everything a run does; fills `metrics` as it goes, so a failure still reports what was reached."""
-    check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     datamodule: TextDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.save_vocab(out_dir / "vocab.json")
-    system = LanguageModel(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        vocab_size=datamodule.vocab_size,
-        context_length=cfg.data.context_length,
-        level=datamodule.level,
-    )
+    try:
+        system = LanguageModel(
+            model=OmegaConf.to_container(cfg.model, resolve=True),
+            optim=OmegaConf.to_container(cfg.optim, resolve=True),
+            vocab_size=datamodule.vocab_size,
+            context_length=cfg.data.context_length,
+            level=datamodule.level,
+        )
+    except InstantiationException as err:  # the model refused its sizes (e.g. heads not dividing the width)
+        raise _as_config_error(err, cfg.model._target_) from None
     system.vocab = datamodule.vocab
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
@@ -157,9 +154,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
         logging.getLogger("lightning").handlers.clear()
-    threads = threads_from_config(cfg)
-    if threads is not None:  # before any torch work, so parallel jobs do not each take every core
-        torch.set_num_threads(threads)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {
@@ -178,6 +172,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics[key] = None
     exit_code, message = 0, None
     try:
+        check_config(cfg)  # every value, before anything is built
+        threads = threads_from_config(cfg)
+        if threads is not None:  # before any torch work, so parallel jobs do not each take every core
+            torch.set_num_threads(threads)
         fit_and_test(cfg, out_dir, metrics)
         metrics["status"] = "ok"
     except ConfigError as err:
@@ -195,12 +193,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(status="interrupted", reason=reason)
         exit_code, message = 130, f"interrupted: {reason}"
     except Exception as err:
-        log.exception("run failed")
-        metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")
-        exit_code, message = 1, f"failed: {type(err).__name__}: {err}"
+        if isinstance(err, OSError) and err.errno in CANNOT_WRITE:  # the path and the reason say it all
+            trained = metrics.get("steps")
+            reason = f"cannot write {err.filename or out_dir}: {err.strerror} " + (
+                f"at step {trained}" if trained else "before training"
+            )
+            metrics.update(status="failed" if trained else "bad_config", reason=reason)
+            exit_code, message = (1, f"failed: {reason}") if trained else (2, f"error: {reason}")
+        else:
+            log.exception("run failed")
+            metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")
+            exit_code, message = 1, f"failed: {type(err).__name__}: {err}"
     metrics["threads"] = torch.get_num_threads()
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
-    write_json(out_dir / "metrics.json", metrics)
+    try:
+        write_json(out_dir / "metrics.json", metrics)
+    except OSError as err:  # the disk filled up: the console keeps what the run reached
+        reached = {k: metrics.get(k) for k in ("status", "steps", "best_val_ppl", "test_ppl")}
+        message = f"{message or 'error:'} (and cannot write metrics.json: {err.strerror}; reached {reached})"
+        exit_code = exit_code or 1
     if message:
         print(message, file=sys.stderr)
         if not in_multirun():
