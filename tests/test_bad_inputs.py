@@ -5,6 +5,7 @@ user sees: the exit code and a last line on stderr that is the message, with no 
 """
 
 import errno
+import importlib.util
 import json
 import os
 import subprocess
@@ -260,3 +261,34 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"error: data.path={tmp_path / 'nowhere.txt'}: no such file"
     assert "Traceback" not in done.stderr
+
+
+def run_sample(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "sample.py"), *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("temperature", ["nan", "inf", "-inf", "0"])
+def test_sample_rejects_a_temperature_that_is_not_positive(temperature: str, tmp_path: Path):
+    done = run_sample(str(tmp_path / "any.ckpt"), f"--temperature={temperature}")  # answers before importing torch
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: --temperature={float(temperature)}: must be a positive number"
+
+
+@pytest.mark.parametrize("content", ["garbage", "foreign", "truncated"])
+def test_sample_says_a_corrupt_checkpoint_is_not_a_seqlab_checkpoint(content: str, tmp_path: Path, capsys, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    if content == "garbage":
+        path.write_bytes(bytes(range(256)) * 8)
+    else:
+        torch.save({"state_dict": {"w": torch.zeros(64, 64)}}, path)  # another program's checkpoint
+        if content == "truncated":
+            path.write_bytes(path.read_bytes()[:1000])
+    spec = importlib.util.spec_from_file_location("sample_cli", ROOT / "sample.py")
+    sample_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample_cli)
+    monkeypatch.setattr(sys, "argv", ["sample.py", str(path)])
+    with pytest.raises(SystemExit) as stop:
+        sample_cli.main()
+    assert str(stop.value.code).startswith(f"error: {path}: not a seqlab checkpoint (loading it raised ")
+    assert "weights_only" not in str(stop.value.code)
