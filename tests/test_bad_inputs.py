@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import ROOT, compose_config
 
-from seqlab.config import check_config
+from seqlab.config import WritableOutputs, check_config
 from seqlab.data import TextDataModule
 from seqlab.resume import AtomicCheckpointIO
 from seqlab.run import train
@@ -292,3 +292,26 @@ def test_sample_says_a_corrupt_checkpoint_is_not_a_seqlab_checkpoint(content: st
         sample_cli.main()
     assert str(stop.value.code).startswith(f"error: {path}: not a seqlab checkpoint (loading it raised ")
     assert "weights_only" not in str(stop.value.code)
+
+
+def test_an_outputs_dir_through_a_file_is_one_line_before_hydra_makes_it(tmp_path: Path):
+    (tmp_path / "outputs").write_text("a file where the dir would go")
+    for mode in (
+        [f"hydra.run.dir={tmp_path / 'outputs' / 'run'}"],
+        ["-m", f"hydra.sweep.dir={tmp_path / 'outputs' / 's'}"],
+    ):
+        done = run_cli(*mode, "trainer.max_steps=2")
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines()[-1].endswith(f": {tmp_path / 'outputs'} is a file")
+
+
+def test_a_read_only_outputs_dir_is_one_line(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # what a read-only filesystem answers, even to root
+    with pytest.raises(SystemExit) as stop:
+        WritableOutputs().check(tmp_path / "outputs" / "runs" / "x")
+    assert stop.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: cannot write {tmp_path / 'outputs' / 'runs' / 'x'}: {tmp_path} is not writable\n"
+    )
+    assert not (tmp_path / "outputs").exists()
