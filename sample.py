@@ -19,8 +19,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
     args = parser.parse_args()
     # checked before importing torch and Lightning (seconds), so a typo answers at once
-    if not (math.isfinite(args.temperature) and args.temperature > 0):  # nan and inf too
-        sys.exit(f"error: --temperature={args.temperature}: must be a positive number")
+    if not math.isfinite(args.temperature):
+        sys.exit(f"error: --temperature={args.temperature}: must be a finite number")
+    if args.temperature <= 0:
+        sys.exit(f"error: --temperature={args.temperature}: must be positive")
     if args.length < 0:
         sys.exit(f"error: --length={args.length}: must be zero or more")
     if not args.checkpoint.is_file():

@@ -269,10 +269,11 @@ def run_sample(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("temperature", ["nan", "inf", "-inf", "0"])
-def test_sample_rejects_a_temperature_that_is_not_positive(temperature: str, tmp_path: Path):
+def test_sample_rejects_a_temperature_that_is_not_a_positive_number(temperature: str, tmp_path: Path):
     done = run_sample(str(tmp_path / "any.ckpt"), f"--temperature={temperature}")  # answers before importing torch
     assert done.returncode == 1
-    assert done.stderr.strip() == f"error: --temperature={float(temperature)}: must be a positive number"
+    expected = "must be positive" if temperature == "0" else "must be a finite number"
+    assert done.stderr.strip() == f"error: --temperature={float(temperature)}: {expected}"
 
 
 @pytest.mark.parametrize("content", ["garbage", "foreign", "truncated"])
@@ -315,3 +316,28 @@ def test_a_read_only_outputs_dir_is_one_line(tmp_path: Path, capsys, monkeypatch
         == f"error: cannot write {tmp_path / 'outputs' / 'runs' / 'x'}: {tmp_path} is not writable\n"
     )
     assert not (tmp_path / "outputs").exists()
+
+
+SHIPPED = [
+    f"{group}={p.stem}" for group in ("model", "data", "optim") for p in sorted((ROOT / "conf" / group).glob("*.yaml"))
+]
+SHIPPED += [f"experiment={p.stem}" for p in sorted((ROOT / "conf" / "experiment").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("choice", SHIPPED)
+def test_every_shipped_config_passes_the_check(choice: str, tmp_path: Path):
+    """The check must never refuse what the repository itself ships."""
+    check_config(compose_config([choice, "data.path=any.txt"] if choice == "data=text_file" else [choice], tmp_path))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["experiment=vanishing", "model.recurrent_radius=1.5", "trainer.gradient_clip_val=null"],
+        ["experiment=context_sweep", "model=mlp_window", "data.context_length=256"],
+        ["experiment=hidden_sweep", "model=unigram", "model.hidden_size=512"],
+        ["optim=sgd", "optim.lr=1", "seed=0", "threads=1", "trainer.max_steps=-1", "trainer.max_epochs=2"],
+    ],
+)
+def test_the_values_sweeps_use_pass_the_check(overrides: list[str], tmp_path: Path):
+    check_config(compose_config(overrides, tmp_path))
