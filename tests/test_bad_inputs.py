@@ -67,6 +67,7 @@ BAD_VALUES = {
         ["model=mlp_window", "model.window=33"],
         "model.window=33: larger than data.context_length=32",
     ),
+    "interpolation": (["data.batch_size=${nowhere}"], "data.batch_size=${nowhere}: cannot compute it"),
     "lr 0": (["optim.lr=0"], "optim.lr=0: must be a positive number"),
     "lr < 0": (["optim=sgd", "optim.lr=-0.1"], "optim.lr=-0.1: must be a positive number"),
     "lr a word": (["optim.lr=fast"], "optim.lr=fast: must be a number"),
@@ -261,6 +262,25 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path: Path):
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"error: data.path={tmp_path / 'nowhere.txt'}: no such file"
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_the_cli_without_data_path_prints_one_line(tmp_path: Path):
+    """Hydra's MissingMandatoryValue used to come first, with a traceback and status failed."""
+    done = run_cli("data=text_file", f"hydra.run.dir={tmp_path}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: data.path=???: no value given")
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "bad_config"
+
+
+@pytest.mark.slow
+def test_a_sweep_of_bad_values_records_each_job_and_prints_its_summary(tmp_path: Path):
+    done = run_cli("-m", "threads=0", "seed=1,lucky", f"hydra.sweep.dir={tmp_path}")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("sweep: 2 of 2 jobs did not finish ok")
+    for job in ("0_seed=1", "1_seed=lucky"):
+        metrics = json.loads((tmp_path / job / "metrics.json").read_text())
+        assert metrics["status"] == "bad_config" and metrics["reason"].startswith(("threads=0", "seed=lucky"))
 
 
 def run_sample(*args: str) -> subprocess.CompletedProcess:
