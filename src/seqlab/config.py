@@ -1,8 +1,9 @@
 """The whole config checked once, before anything is built: a bad value is one line naming the key and the value.
 
-Three layers, in this order, each raising the first problem as a `ConfigError`:
+`check_config` raises the first problem it finds as a `ConfigError` (exit code 2, status `bad_config`):
 
-1. **Missing values.** A `???` left in the config (`data=text_file` without `data.path`).
+1. **Missing values.** A `???` left in the config (`data=text_file` without `data.path`), or an
+   interpolation that cannot be computed.
 2. **Types, from the targets' signatures.** Every node with a `_target_` (data, model, optim, trainer,
    logger, each callback, a schedule) is checked against the type hints of its target's `__init__`:
    `hidden_size: int` rejects `1.5` and `abc`, `residual: bool` rejects `yes`, a `Literal` lists its
@@ -13,10 +14,12 @@ Three layers, in this order, each raising the first problem as a `ConfigError`:
    groups: `*_size`, `*_dim`, `*.num_*` are positive integers, `*.dropout` is in [0, 1), `*.lr` is
    positive, and any other integer in `model` must be positive. To add a rule, add one line, e.g.
    `("model.init_range", Number(lo=0, lo_open=True, null=True)),` — above any broader pattern it should
-   override. Checks across keys (a window longer than the context, a GPU that is not there) are the short
-   list at the end of `check_config`.
+   override. A key no rule matches must still be finite: `nan` and `inf` are nowhere a valid setting.
+4. **Across keys**, the short list at the end of `check_config`: a window longer than the context, a GPU
+   that is not there.
 
-Every number must also be finite: `nan` and `inf` are nowhere a valid setting.
+Types and ranges are checked key by key in config order, so the message names the first bad key.
+`WritableOutputs` (a Hydra callback) checks, before Hydra makes the run's dir, that it can be written.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -153,8 +157,6 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _choice(group: str) -> str | None:
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         return HydraConfig.get().runtime.choices.get(group)
     except ValueError:  # no Hydra context
