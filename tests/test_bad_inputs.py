@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import ROOT, compose_config
 
+from seqlab import run
 from seqlab.config import WritableOutputs, check_config
 from seqlab.data import TextDataModule
 from seqlab.resume import AtomicCheckpointIO
@@ -171,6 +172,20 @@ def test_a_full_disk_during_training_records_what_was_reached(tiny_text: Path, t
     assert err.strip().splitlines()[-1] == f"failed: cannot write {saves[-1]}: No space left on device at step 2"
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["status"] == "failed" and metrics["steps"] == 2 and metrics["params"] > 0
+
+
+def test_a_metrics_json_that_cannot_be_written_goes_to_the_console(tmp_path: Path, capsys, monkeypatch):
+    def full(path, payload):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(run, "write_json", full)
+    with pytest.raises(SystemExit) as stop:
+        train(compose_config(["threads=0"], tmp_path))
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: threads=0: must be a positive integer")
+    assert f"; and cannot write {tmp_path / 'metrics.json'}: No space left on device; it would say " in line
+    assert "'status': 'bad_config'" in line
 
 
 def test_an_unwritable_run_dir_before_training_is_one_line(tiny_text: Path, tmp_path: Path, capsys, monkeypatch):

@@ -210,8 +210,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json(out_dir / "metrics.json", metrics)
     except OSError as err:  # the disk filled up: the console keeps what the run reached
         reached = {k: metrics.get(k) for k in ("status", "steps", "best_val_ppl", "test_ppl")}
-        message = f"{message or 'error:'} (and cannot write metrics.json: {err.strerror}; reached {reached})"
-        exit_code = exit_code or 1
+        note = f"cannot write {out_dir / 'metrics.json'}: {err.strerror}; it would say {reached}"
+        message, exit_code = (f"{message}; and {note}" if message else f"failed: {note}"), exit_code or 1
     if message:
         print(message, file=sys.stderr)
         if not in_multirun():
