@@ -183,7 +183,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         exit_code, message = 2, f"error: {err}"
     except DivergedError as err:
         clip = cfg.trainer.get("gradient_clip_val")
-        fix = "trainer.gradient_clip_val=1.0" if clip is None else f"a smaller trainer.gradient_clip_val (now {clip})"
+        fix = "trainer.gradient_clip_val=1.0" if not clip else f"a smaller trainer.gradient_clip_val (now {clip})"
         reason = f"{err}: exploding gradients or too large a step; try a lower optim.lr (now {cfg.optim.lr}) or {fix}"
         metrics.update(status="diverged", reason=reason)
         exit_code, message = 3, f"diverged: {reason}"
