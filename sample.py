@@ -4,6 +4,7 @@ python sample.py outputs/runs/<run>/checkpoints/last.ckpt --prompt "ROMEO:" --le
 """
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, ...")
     args = parser.parse_args()
     # checked before importing torch and Lightning (seconds), so a typo answers at once
+    if not math.isfinite(args.temperature):
+        sys.exit(f"error: --temperature={args.temperature}: must be a finite number")
     if args.temperature <= 0:
         sys.exit(f"error: --temperature={args.temperature}: must be positive")
     if args.length < 0:
@@ -28,13 +31,16 @@ def main() -> None:
     from seqlab.sampling import sample_text
     from seqlab.system import LanguageModel
 
-    try:
-        system = LanguageModel.load_from_checkpoint(args.checkpoint, map_location=args.device)
-    except Exception as err:  # a truncated file, a foreign checkpoint, an unknown device
-        first_line = (str(err).splitlines() or [""])[0]
-        sys.exit(f"error: {args.checkpoint}: cannot load it ({type(err).__name__}: {first_line})")
+    try:  # on the CPU first, so a device problem is not mistaken for a bad file
+        system = LanguageModel.load_from_checkpoint(args.checkpoint, map_location="cpu")
+    except Exception as err:  # truncated, garbage, or another program's (torch's advice to unpickle it is no help)
+        sys.exit(f"error: {args.checkpoint}: not a seqlab checkpoint (loading it raised {type(err).__name__})")
     if system.vocab is None:
         sys.exit(f"error: {args.checkpoint}: holds no vocabulary (not written by train.py?)")
+    try:
+        system.to(args.device)
+    except (RuntimeError, AssertionError) as err:  # an unknown device, or one this machine lacks
+        sys.exit(f"error: --device={args.device}: {(str(err).splitlines() or [''])[0]}")
     system.eval()
     text, unknown = sample_text(system, args.prompt, args.length, args.temperature, args.seed)
     if unknown:

@@ -132,3 +132,53 @@ def test_cli_rejects_a_dir_without_jobs(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "no jobs" in done.stderr
     assert main([str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.parametrize(
+    "content", ["[]", "42", '"ok"', "null", "\x00\xff garbage", '{"status": "ok", "hparams": [1]}']
+)
+def test_a_damaged_metrics_json_is_a_row_with_a_reason(content: str, tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    make_job(root, "0_model=rnn", model="rnn")
+    bad = root / "1_model=rnn,bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_bytes(content.encode("latin-1"))
+    assert main([str(root)]) == 0
+    rows = {r["job"]: r for r in csv.DictReader((root / "comparison.csv").open())}
+    assert rows["0_model=rnn"]["status"] == "ok"
+    if content.startswith("{"):  # an object whose hparams are not a dict: the row stands, without them
+        assert rows["1_model=rnn,bad"]["status"] == "ok" and rows["1_model=rnn,bad"]["hidden_size"] == ""
+    else:
+        assert rows["1_model=rnn,bad"]["status"] == "missing"
+        assert rows["1_model=rnn,bad"]["reason"].startswith("unreadable metrics.json")
+
+
+def test_a_value_that_is_not_a_number_is_dropped_and_said(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    make_job(root, "0_model=rnn", model="rnn", ppl="low", hidden_size=[64])
+    assert main([str(root)]) == 0
+    (row,) = csv.DictReader((root / "comparison.csv").open())
+    assert row["best_val_ppl"] == "" and row["hidden_size"] == ""
+    assert "best_val_ppl='low' is not a number" in row["reason"] and "hidden_size=[64]" in row["reason"]
+
+
+def test_corrupt_grad_profile_lines_are_skipped_and_counted(sweep: Path) -> None:
+    path = sweep / "0_model=rnn,h=64" / "grad_profile.jsonl"
+    path.write_text(path.read_text() + '[1, 2]\n{"step": 7, "g_h_mean": "x"}\n{"step": 8, "g_h_mean": [1, null]}\n')
+    assert last_grad_profile(sweep / "0_model=rnn,h=64")["step"] == 100
+    (sweep / "1_model=rnn,h=256" / "grad_profile.jsonl").write_bytes(b"\xff\xfe\x00garbage\n")
+    assert main([str(sweep)]) == 0
+    rows = {r["job"]: r for r in csv.DictReader((sweep / "comparison.csv").open())}
+    assert rows["0_model=rnn,h=64"]["reason"] == "grad_profile.jsonl: 3 unreadable line(s) skipped"
+    assert float(rows["0_model=rnn,h=64"]["grad_ratio"]) == 0.25
+    assert rows["1_model=rnn,h=256"]["reason"] == "grad_profile.jsonl: 1 unreadable line(s) skipped"
+
+
+def test_an_out_that_is_a_file_is_one_line(sweep: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "taken.txt"
+    out.write_text("keep me")
+    assert main([str(sweep), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {out}: exists and is not a directory"
+    assert out.read_text() == "keep me"
+    assert main([str(sweep), "--out", str(out / "sub")]) == 2  # a path through a file
+    assert capsys.readouterr().err.strip().startswith(f"error: --out {out / 'sub'}: cannot write there")

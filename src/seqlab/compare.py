@@ -46,21 +46,39 @@ COLUMNS = [
     "status",
     "reason",
 ]
+NUMERIC = [c for c in COLUMNS if c not in ("job", "model", "status", "reason")]
 MODEL_ORDER = {"unigram": 0, "mlp_window": 1, "mlp_padded": 2, "rnn": 3}
 
 
-def grad_profiles(job_dir: Path) -> list[dict[str, Any]]:
-    """Every complete line of a job's grad_profile.jsonl, in training order ([] if it has none)."""
-    path = job_dir / "grad_profile.jsonl"
-    if not path.exists():
-        return []
+def read_grad_profiles(job_dir: Path) -> tuple[list[dict[str, Any]], int]:
+    """Every readable line of a job's grad_profile.jsonl, in training order, and how many lines were not
+    (a job killed mid-write leaves half a line; a disk error can leave anything)."""
+    try:
+        lines = (job_dir / "grad_profile.jsonl").read_text(errors="replace").splitlines()
+    except OSError:  # none (most models' first steps), or not a file
+        return [], 0
     profiles = []
-    for line in path.read_text().splitlines():
+    for line in filter(str.strip, lines):
         try:
-            profiles.append(json.loads(line))
-        except json.JSONDecodeError:  # a job killed mid-write leaves half a line
+            profile = json.loads(line)
+        except ValueError:
             continue
-    return profiles
+        if isinstance(profile, dict) and all(_numbers_or_none(profile.get(k)) for k in ("g_h_mean", "g_x_mean")):
+            profiles.append(profile)
+    return profiles, len(list(filter(str.strip, lines))) - len(profiles)
+
+
+def _numbers_or_none(values: Any) -> bool:
+    return values is None or (isinstance(values, list) and all(_is_number(v) for v in values))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def grad_profiles(job_dir: Path) -> list[dict[str, Any]]:
+    """Every readable line of a job's grad_profile.jsonl, in training order ([] if it has none)."""
+    return read_grad_profiles(job_dir)[0]
 
 
 def last_grad_profile(job_dir: Path) -> dict[str, Any] | None:
@@ -77,7 +95,8 @@ def grad_ratio(profile: dict[str, Any] | None) -> float | None:
 
 
 def row_for(job: Job, name: str) -> dict[str, Any]:
-    m, hp = job.metrics, job.metrics.get("hparams") or {}
+    m, hp = job.metrics, job.metrics.get("hparams")
+    hp = hp if isinstance(hp, dict) else {}
     row = {key: hp.get(key) for key in COLUMNS if key in hp}
     row.update(
         job=name,
@@ -91,6 +110,11 @@ def row_for(job: Job, name: str) -> dict[str, Any]:
         status=job.status,
         reason=job.reason,
     )
+    # a hand-edited or damaged metrics.json: a value that is not a number is dropped and said so
+    wrong = [k for k in NUMERIC if row.get(k) is not None and not _is_number(row[k])]
+    notes = [row["reason"]] if row["reason"] else []
+    notes += [f"metrics.json: {k}={row[k]!r} is not a number" for k in wrong]
+    row.update(dict.fromkeys(wrong), reason="; ".join(notes), model=None if row["model"] is None else str(row["model"]))
     return {key: row.get(key) for key in COLUMNS}
 
 
@@ -102,12 +126,13 @@ def collect(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, dict[
             # the sweep dir's name too when several sweeps are compared, so job names stay unique
             rel = job_dir.relative_to(root).as_posix()
             name = f"{root.name}/{rel}" if len(dirs) > 1 else rel
-            measured = grad_profiles(job_dir)  # at step 0 (init) ... at the end
+            measured, unreadable = read_grad_profiles(job_dir)  # at step 0 (init) ... at the end
             first, last = (measured[0], measured[-1]) if measured else (None, None)
-            rows.append(
-                row_for(read_job(job_dir), name)
-                | {"grad_ratio_init": grad_ratio(first), "grad_ratio": grad_ratio(last)}
-            )
+            row = row_for(read_job(job_dir), name)
+            if unreadable:
+                note = f"grad_profile.jsonl: {unreadable} unreadable line(s) skipped"
+                row["reason"] = f"{row['reason']}; {note}" if row["reason"] else note
+            rows.append(row | {"grad_ratio_init": grad_ratio(first), "grad_ratio": grad_ratio(last)})
             if last is not None:
                 profiles[name] = last
     rows.sort(key=_sort_key)
@@ -242,23 +267,7 @@ def plot_grad_profiles(profiles: dict[str, dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m seqlab.compare", description=__doc__.splitlines()[0])
-    parser.add_argument("dirs", nargs="+", type=Path, help="sweep dirs (or any dirs holding job dirs)")
-    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first dir)")
-    args = parser.parse_args(argv)
-    missing = [d for d in args.dirs if not d.is_dir()]
-    if missing:
-        print(f"error: not a directory: {', '.join(map(str, missing))}", file=sys.stderr)
-        return 2
-    rows, profiles = collect(args.dirs)
-    if not rows:
-        print(
-            f"error: no jobs (metrics.json or .hydra/) under {', '.join(map(str, args.dirs))}",
-            file=sys.stderr,
-        )
-        return 2
-    out = args.out or args.dirs[0]
+def write_all(rows: list[dict[str, Any]], profiles: dict[str, dict[str, Any]], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "comparison.csv")
     write_markdown(rows, out / "comparison.md")
@@ -288,6 +297,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_hidden=True,
     )
     plot_grad_profiles(profiles, out / "grad_profiles.png")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqlab.compare", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep dirs (or any dirs holding job dirs)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: the first dir)")
+    args = parser.parse_args(argv)
+    missing = [d for d in args.dirs if not d.is_dir()]
+    if missing:
+        print(f"error: not a directory: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    out = args.out or args.dirs[0]
+    if out.exists() and not out.is_dir():
+        print(f"error: --out {out}: exists and is not a directory", file=sys.stderr)
+        return 2
+    rows, profiles = collect(args.dirs)
+    if not rows:
+        print(
+            f"error: no jobs (metrics.json or .hydra/) under {', '.join(map(str, args.dirs))}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        write_all(rows, profiles, out)
+    except OSError as err:  # read-only, full, or a path through a file
+        print(f"error: --out {out}: cannot write there ({err.strerror}: {err.filename})", file=sys.stderr)
+        return 2
     bad = [r for r in rows if r["status"] != "ok"]
     print(f"{len(rows)} jobs ({len(bad)} not ok) -> {out}/comparison.md, comparison.csv and 4 plots")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -17,10 +18,12 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from omegaconf import DictConfig, OmegaConf
 
+from seqlab.config import check_config
 from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
@@ -29,33 +32,15 @@ from seqlab.sweep import in_multirun, threads_from_config
 from seqlab.system import LanguageModel
 
 log = logging.getLogger(__name__)
+CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # a full disk, a read-only dir
 
 
 def instantiate(config: Any, **kwargs: Any) -> Any:
-    """Hydra's instantiate, except that a ConfigError raised by the target stays one (Hydra wraps it)."""
+    """Hydra's instantiate, except that a target refusing its arguments is a bad value: one line, not a traceback."""
     try:
         return hydra_instantiate(config, **kwargs)
     except InstantiationException as err:
-        if isinstance(err.__cause__, ConfigError):
-            raise err.__cause__ from None
-        raise
-
-
-def check_config(cfg: DictConfig) -> None:
-    """Reject impossible values before anything is built; each message names the key and the value."""
-    for key, value in cfg.model.items():
-        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-            raise ConfigError(f"model.{key}={value}: must be a positive integer")
-    window, context_length = cfg.model.get("window"), cfg.data.context_length
-    if window is not None and context_length is not None and window > context_length:
-        raise ConfigError(f"model.window={window}: larger than data.context_length={context_length}")
-    if cfg.optim.lr is None or cfg.optim.lr <= 0:
-        raise ConfigError(f"optim.lr={cfg.optim.lr}: must be positive")
-    if cfg.optim.get("weight_decay", 0) < 0:
-        raise ConfigError(f"optim.weight_decay={cfg.optim.weight_decay}: must be non-negative")
-    clip = cfg.trainer.get("gradient_clip_val")
-    if clip is not None and clip <= 0:
-        raise ConfigError(f"trainer.gradient_clip_val={clip}: must be positive, or null for no clipping")
+        raise _as_config_error(err, config.get("_target_")) from None
 
 
 def check_budget(trainer: DictConfig) -> None:
@@ -71,6 +56,16 @@ def check_budget(trainer: DictConfig) -> None:
             f"trainer.max_steps=-1 with trainer.max_epochs={max_epochs}: never ends; give trainer.max_steps=N "
             "or trainer.max_epochs=N (or a trainer.max_time)"
         )
+
+
+def _as_config_error(err: InstantiationException, target: Any) -> Exception:
+    """A ConfigError, ValueError or Lightning MisconfigurationException raised by a target's __init__ -> ConfigError."""
+    cause = err.__cause__
+    if isinstance(cause, ConfigError):
+        return cause
+    if isinstance(cause, ValueError | MisconfigurationException):
+        return ConfigError(f"{target}: {cause}")
+    return err
 
 
 def _choice(group: str, default: str) -> str:
@@ -102,14 +97,15 @@ def summary_hparams(cfg: DictConfig, n_params: int | None = None) -> dict[str, A
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        os.replace(tmp, path)  # atomic: a reader never sees half a file
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> None:
     """Everything a run does; fills `metrics` as it goes, so a failure still reports what was reached."""
-    check_config(cfg)
-    check_budget(cfg.trainer)
     datamodule: TextDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -123,13 +119,16 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     datamodule.save_vocab(out_dir / "vocab.json")
     L.seed_everything(cfg.seed, workers=True)  # the data draws no random numbers: the model starts as ever
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
-    system = LanguageModel(
-        model=model,
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        vocab_size=datamodule.vocab_size,
-        context_length=cfg.data.context_length,
-        level=datamodule.level,
-    )
+    try:
+        system = LanguageModel(
+            model=model,
+            optim=OmegaConf.to_container(cfg.optim, resolve=True),
+            vocab_size=datamodule.vocab_size,
+            context_length=cfg.data.context_length,
+            level=datamodule.level,
+        )
+    except InstantiationException as err:  # the model refused its sizes (e.g. heads not dividing the width)
+        raise _as_config_error(err, cfg.model._target_) from None
     system.vocab = datamodule.vocab
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
@@ -181,9 +180,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
         logging.getLogger("lightning").handlers.clear()
-    threads = threads_from_config(cfg)
-    if threads is not None:  # before any torch work, so parallel jobs do not each take every core
-        torch.set_num_threads(threads)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     resume = cfg.get("resume")
@@ -204,6 +200,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics[key] = None
     exit_code, message = 0, None
     try:
+        check_config(cfg)  # every value, before anything is built
+        check_budget(cfg.trainer)
+        threads = threads_from_config(cfg)
+        if threads is not None:  # before any torch work, so parallel jobs do not each take every core
+            torch.set_num_threads(threads)
         fit_and_test(cfg, out_dir, metrics)
         metrics["status"] = "ok"
     except ConfigError as err:
@@ -211,7 +212,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         exit_code, message = 2, f"error: {err}"
     except DivergedError as err:
         clip = cfg.trainer.get("gradient_clip_val")
-        fix = "trainer.gradient_clip_val=1.0" if clip is None else f"a smaller trainer.gradient_clip_val (now {clip})"
+        fix = "trainer.gradient_clip_val=1.0" if not clip else f"a smaller trainer.gradient_clip_val (now {clip})"
         reason = f"{err}: exploding gradients or too large a step; try a lower optim.lr (now {cfg.optim.lr}) or {fix}"
         metrics.update(status="diverged", reason=reason)
         exit_code, message = 3, f"diverged: {reason}"
@@ -224,16 +225,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(status="failed", reason=str(err))
         exit_code, message = 1, f"failed: {err}"
     except Exception as err:
-        if resumes_here and "resumed_at_step" not in metrics:
-            traceback.print_exc()  # not into the train.log of the run this resume was refused
+        if isinstance(err, OSError) and err.errno in CANNOT_WRITE:  # the path and the reason say it all
+            trained = metrics.get("steps")
+            reason = f"cannot write {err.filename or out_dir}: {err.strerror} " + (
+                f"at step {trained}" if trained else "before training"
+            )
+            metrics.update(status="failed" if trained else "bad_config", reason=reason)
+            exit_code, message = (1, f"failed: {reason}") if trained else (2, f"error: {reason}")
         else:
-            log.exception("run failed")
-        metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")
-        exit_code, message = 1, f"failed: {type(err).__name__}: {err}"
+            if resumes_here and "resumed_at_step" not in metrics:
+                traceback.print_exc()  # not into the train.log of the run this resume was refused
+            else:
+                log.exception("run failed")
+            metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")
+            exit_code, message = 1, f"failed: {type(err).__name__}: {err}"
     metrics["threads"] = torch.get_num_threads()
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
-    if not resumes_here or "resumed_at_step" in metrics:  # a refused resume leaves the run it names as it was
-        write_json(out_dir / "metrics.json", metrics)
+    try:
+        if not resumes_here or "resumed_at_step" in metrics:  # a refused resume leaves the run it names as it was
+            write_json(out_dir / "metrics.json", metrics)
+    except OSError as err:  # the disk filled up: the console keeps what the run reached
+        reached = {k: metrics.get(k) for k in ("status", "steps", "best_val_ppl", "test_ppl")}
+        note = f"cannot write {out_dir / 'metrics.json'}: {err.strerror}; it would say {reached}"
+        message, exit_code = (f"{message}; and {note}" if message else f"failed: {note}"), exit_code or 1
     if message:
         print(message, file=sys.stderr)
         if not in_multirun():

@@ -109,12 +109,14 @@ def read_job(job_dir: Path) -> Job:
     job_dir = Path(job_dir)
     try:
         metrics = json.loads((job_dir / "metrics.json").read_text())
-        if not metrics.get("hparams"):  # the job stopped before it built its model (e.g. a bad config)
+        if not isinstance(metrics, dict):
+            raise ValueError(f"holds a JSON {type(metrics).__name__}, not an object")
+        if not isinstance(metrics.get("hparams"), dict) or not metrics["hparams"]:  # stopped before its model
             metrics["hparams"] = _hparams_from_hydra_dir(job_dir / ".hydra")
         return Job(job_dir, metrics)
     except FileNotFoundError:
         reason = "no metrics.json: the job died before its end"
-    except json.JSONDecodeError as err:
+    except (OSError, ValueError) as err:  # not JSON, not text, not a file, not an object
         reason = f"unreadable metrics.json: {err}"
     hparams = _hparams_from_hydra_dir(job_dir / ".hydra")
     return Job(job_dir, {"status": "missing", "reason": reason, "model": hparams.get("model"), "hparams": hparams})
