@@ -153,7 +153,7 @@ def test_tiny_gradients_do_not_underflow_in_the_norm():
     idx, targets = _batch()
     g_h, g_x = gradient_profile(model, idx, targets)
     ref_h, ref_x = gradient_profile(model.double(), idx, targets)  # same weights, every step in float64
-    assert 1e-26 < ref_h.min() and ref_h.max() < 1e-22  # the range where float32 squares underflow
+    assert ref_h.min() > 1e-26 and ref_h.max() < 1e-22  # the range where float32 squares underflow
     torch.testing.assert_close(g_h, ref_h, rtol=1e-4, atol=0)
     torch.testing.assert_close(g_x, ref_x, rtol=1e-4, atol=0)
     assert g_h.dtype == torch.float64

@@ -22,7 +22,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from seqlab.errors import ConfigError, Interrupted
-from seqlab.sweep import in_multirun
+from seqlab.sweep import in_multirun, stop_file
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class ResumeCheckpoint(Checkpoint):
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
         self.stop_requested = False
+        self.sweep_stop = stop_file()  # a sweep's launcher asks its jobs to stop through this file
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # replaces Lightning's handlers for the fit (its SIGTERM one would abort a validation half-way, its
@@ -92,6 +93,9 @@ class ResumeCheckpoint(Checkpoint):
             raise Interrupted(f"stopped by a signal at step {trainer.global_step}; saved {self.path}")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.sweep_stop is not None and not self.stop_requested and self.sweep_stop.exists():
+            log.warning("the sweep is stopping: saving %s after this step, then stopping", self.path)
+            self.stop_requested = True
         due = self.stop_requested or trainer.global_step % self.every_n_steps == 0
         if due and not self._will_validate(trainer):
             self._save(trainer)
