@@ -88,7 +88,7 @@ class ResumeCheckpoint(Checkpoint):
         return budget_spent or epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
 
     def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state; also keeps Lightning quiet
         if self.stop_requested:
             raise Interrupted(f"stopped by a signal at step {trainer.global_step}; saved {self.path}")
 

@@ -19,6 +19,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seqlab.callbacks.progress import quiet_lightning
 from seqlab.data import TextDataModule
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint
@@ -143,7 +144,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     metrics.update(best_val_loss=best_val_loss, best_val_ppl=math.exp(best_val_loss))
     metrics["best_checkpoint"] = checkpoint.best_model_path if checkpoint is not None else None
 
-    (test,) = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None)
+    (test,) = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None, verbose=False)
     metrics.update(test_loss=test["test/loss"], test_ppl=test["test/ppl"])
     if logger:
         hp_metrics = {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
@@ -170,6 +171,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and write its metrics.json. A single run exits non-zero on failure; in a sweep the job
     records its status and returns, so the other jobs go on (the sweep's exit code is set at its end)."""
     started = time.perf_counter()
+    quiet_lightning()
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
         logging.getLogger("lightning").handlers.clear()
     threads = threads_from_config(cfg)
