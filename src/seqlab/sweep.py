@@ -262,8 +262,10 @@ class SweepReport(Callback):
         self.exit_code = exit_code
         self.stopping = False
         self.root: Path | None = None
+        self.launcher_pid: int | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.launcher_pid = os.getpid()
         self.root = Path(str(config.hydra.sweep.dir))
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / STOP_FILE).unlink(missing_ok=True)  # resuming a stopped sweep
@@ -285,6 +287,18 @@ class SweepReport(Callback):
             file=sys.stderr,
             flush=True,
         )
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN or os.getpid() == self.launcher_pid:
+            return
+        # a job's own process (joblib, submitit): a signal before or after its fit, or while it waits for
+        # the next job, stops the sweep rather than killing the worker (ResumeCheckpoint handles the fit)
+        stop = Path(str(config.hydra.sweep.dir)) / STOP_FILE
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: stop.touch())
+        except ValueError:  # not the main thread: leave the signals alone
+            pass
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         if config.hydra.mode != RunMode.MULTIRUN:
