@@ -229,7 +229,7 @@ def job_styles(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
         cmap = plt.get_cmap(families[i % len(families)])
         for j, r in enumerate(members):
             shade = 0.75 if len(members) == 1 else 0.4 + 0.55 * j / (len(members) - 1)
-            label = ", ".join(str(r.get(k)) if k == "model" else f"{k}={_fmt(r.get(k))}" for k in keys)
+            label = ", ".join(str(r.get(k)) if k == "model" else f"{k}={_fmt(r.get(k)) or None}" for k in keys)
             styles[r["job"]] = (cmap(shade), label or r["job"])
     return styles
 
