@@ -182,3 +182,51 @@ def test_an_out_that_is_a_file_is_one_line(sweep: Path, tmp_path: Path, capsys) 
     assert out.read_text() == "keep me"
     assert main([str(sweep), "--out", str(out / "sub")]) == 2  # a path through a file
     assert capsys.readouterr().err.strip().startswith(f"error: --out {out / 'sub'}: cannot write there")
+
+
+def test_grad_profile_colours_group_by_model_and_labels_name_what_varies() -> None:
+    import matplotlib.colors
+
+    from seqlab.compare import job_styles
+
+    rows = [
+        {"job": f"{i}_x", "model": m, "context_length": c, "hidden_size": 256}
+        for i, (m, c) in enumerate((m, c) for m in ("mlp_window", "rnn") for c in (16, 64, 256))
+    ]
+    styles = job_styles(rows)
+    assert [styles[r["job"]][1] for r in rows[:2]] == ["mlp_window, context_length=16", "mlp_window, context_length=64"]
+    hues = {r["job"]: matplotlib.colors.rgb_to_hsv(styles[r["job"]][0][:3])[0] for r in rows}
+    window, rnn = [hues[r["job"]] for r in rows[:3]], [hues[r["job"]] for r in rows[3:]]
+    # one hue per model (shades of it along the context), far from the other model's
+    assert max(window) - min(window) < 0.05 and max(rnn) - min(rnn) < 0.05
+    assert abs(window[0] - rnn[0]) > 0.1
+    assert len({styles[r["job"]][0] for r in rows}) == 6
+
+
+def test_ppl_plot_says_when_a_point_is_the_best_of_several_jobs(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.figure
+
+    from seqlab.compare import plot_lines
+
+    notes: list[str] = []
+    original = matplotlib.figure.Figure.text
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "text", lambda self, x, y, s, **kw: notes.append(s) or original(self, x, y, s, **kw)
+    )
+    rows = [
+        {
+            "job": f"{h}_{c}",
+            "model": "rnn",
+            "hidden_size": h,
+            "context_length": c,
+            "best_val_ppl": 5 + h / 1000,
+            "status": "ok",
+        }
+        for h in (64, 256)
+        for c in (16, 64)
+    ]
+    plot_lines(rows, "context_length", "best_val_ppl", tmp_path / "a.png", title="t", ylabel="best val ppl")
+    assert notes == ["each point: the lowest best val ppl over hidden_size"]
+    notes.clear()
+    plot_lines(rows[:2], "context_length", "best_val_ppl", tmp_path / "b.png", title="t", ylabel="best val ppl")
+    assert notes == []

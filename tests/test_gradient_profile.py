@@ -142,3 +142,18 @@ def test_callback_cadence_and_time_budget(tmp_path, max_share, steps):
     assert [r["step"] for r in profile.history] == steps
     assert all(len(r["g_h_mean"]) == 16 for r in profile.history)
     assert len((tmp_path / "grad_profile.jsonl").read_text().splitlines()) == len(steps)
+
+
+def test_tiny_gradients_do_not_underflow_in_the_norm():
+    """A float32 model whose gradients sit near and below 1e-23: a float32 norm squares them to 0."""
+    torch.manual_seed(0)
+    model = RNN(V, T, hidden_size=16, emb_dim=8, recurrent_radius=1.0)
+    with torch.no_grad():
+        model.head.weight.mul_(1e-23)  # every gradient reaching back from the loss is scaled by 1e-23
+    idx, targets = _batch()
+    g_h, g_x = gradient_profile(model, idx, targets)
+    ref_h, ref_x = gradient_profile(model.double(), idx, targets)  # same weights, every step in float64
+    assert ref_h.min() > 1e-26 and ref_h.max() < 1e-22  # the range where float32 squares underflow
+    torch.testing.assert_close(g_h, ref_h, rtol=1e-4, atol=0)
+    torch.testing.assert_close(g_x, ref_x, rtol=1e-4, atol=0)
+    assert g_h.dtype == torch.float64

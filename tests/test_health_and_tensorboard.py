@@ -106,6 +106,8 @@ def test_event_files_hold_profile_health_hparams_and_samples(run_dir):
         for d in (1, 4, 16):
             logged = _scalars(acc, f"grad/{kind}/d={d:03d}")
             assert logged == pytest.approx({r["step"]: r[f"g_{kind}_mean"][d] for r in records}, rel=1e-6)
+            log10 = _scalars(acc, f"grad/{kind}/log10/d={d:03d}")  # readable on TensorBoard's linear axis
+            assert log10 == pytest.approx({s: math.log10(v) for s, v in logged.items()}, rel=1e-6)
         ratio = _scalars(acc, f"grad/{kind}/ratio")
         assert 0 < ratio[0] < 1e-2  # an untrained RNN forgets: the seed's claim, measured
     assert "grad/profile" in tags["images"] and len(acc.Images("grad/profile")) == 3

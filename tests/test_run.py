@@ -77,3 +77,12 @@ def test_cli_subprocess_on_a_text_file(tiny_text: Path, tmp_path: Path):
     assert scalars(run_dir)["val/ppl"] == [3, 5]
     assert json.loads((run_dir / "vocab.json").read_text())["level"] == "char"
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+    # the console: Lightning's per-run noise is gone, the bar counts the step budget
+    console = done.stdout + done.stderr
+    for noise in ("weights_only", "litlogger", "GPU available", "TPU available", "srun", "LeafSpec"):
+        assert noise not in console, noise
+    assert "steps: 100%" in done.stderr and "6/6" in done.stderr
+    # train.log keeps every validation and the test table
+    log = (run_dir / "train.log").read_text()
+    assert "step 4: val/loss" in log and "step 6: val/loss" in log and "val/ppl" in log
+    assert "test:\n  test/loss " in log and "  test/ppl " in log

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +17,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from seqlab.sweep import SweepReport, find_job_dirs, job_dirname, read_job, threads_per_job
+from seqlab.sweep import (
+    SWEPT_KEYS_ENV,
+    Job,
+    SweepReport,
+    find_job_dirs,
+    job_dirname,
+    read_job,
+    resume_command,
+    swept_keys,
+    threads_per_job,
+    write_hparams_experiment,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -43,13 +57,54 @@ def compose_train(overrides: list[str]):
 # --- fast: names, threads, presets ---------------------------------------------------------------------
 
 
-def test_job_dirname_is_one_safe_unique_dir() -> None:
+def test_job_dirname_is_one_safe_unique_dir(monkeypatch) -> None:
+    monkeypatch.delenv(SWEPT_KEYS_ENV, raising=False)
     assert job_dirname(3, "data.context_length=16,model=rnn") == "3_data.context_length=16,model=rnn"
     assert job_dirname(0, "") == "0"
     nested = job_dirname(1, "callbacks.checkpoint.dirpath=/x/y,model=rnn")
     assert "/" not in nested and nested.startswith("1_")
     long = job_dirname(12, ",".join(f"key{i}=välue{i}" for i in range(60)))
     assert len(long.encode()) <= 200 and long.startswith("12_")
+
+
+def test_job_dirname_keeps_only_the_swept_keys(monkeypatch) -> None:
+    overrides = ["model=rnn,gru", "trainer.max_steps=20", "+callbacks.x.seconds=1", "data.context_length=16"]
+    keys = swept_keys(overrides, {"model.hidden_size": "64,256", "data.context_length": "16,64"})
+    assert keys == ["model", "model.hidden_size"]  # the command line's single value wins over the preset's grid
+    monkeypatch.setenv(SWEPT_KEYS_ENV, ",".join(keys))
+    dirname = "+callbacks.x.seconds=1,data.context_length=16,model.hidden_size=64,model=gru,trainer.max_steps=20"
+    assert job_dirname(2, dirname) == "2_model.hidden_size=64,model=gru"
+    assert job_dirname(0, "model=rnn,optim.betas=[0.9,0.95]") == "0_model=rnn"
+    monkeypatch.setenv(SWEPT_KEYS_ENV, "optim.betas")
+    assert job_dirname(0, "model=rnn,optim.betas=[0.9,0.95]") == "0_optim.betas=[0.9,0.95]"
+
+
+def test_sweep_hparams_experiment_marks_the_keys_that_differ(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    hparams = [{"model": m, "hidden_size": h, "lr": 0.003, "window": None} for m in ("rnn", "gru") for h in (8, 16)]
+    jobs = [Job(tmp_path / str(i), {"status": "ok", "hparams": hp}) for i, hp in enumerate(hparams)]
+    write_hparams_experiment(tmp_path, jobs)
+    write_hparams_experiment(tmp_path, jobs)  # a resumed sweep replaces it: one per logdir
+    (event_file,) = tmp_path.glob("events.out.tfevents.*")
+    values = [v for e in EventFileLoader(str(event_file)).Load() for v in e.summary.value]
+    assert [v.tag for v in values] == ["_hparams_/experiment"]
+    content = values[0].metadata.plugin_data.content
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    assert {h.name: h.differs for h in experiment.hparam_infos} == {
+        "hidden_size": True,
+        "lr": False,
+        "model": True,
+        "window": False,
+    }
+    assert [m.name.tag for m in experiment.metric_infos] == ["hp/best_val_ppl", "hp/test_ppl"]
+
+
+def test_resume_command_points_the_same_command_at_the_same_sweep_dir(tmp_path: Path) -> None:
+    argv = ["train.py", "-m", "model=rnn,gru", "hydra.sweep.dir=old", "data.path=/a b/c.txt"]
+    command = resume_command(tmp_path, argv)
+    assert command == f"python train.py -m model=rnn,gru 'data.path=/a b/c.txt' hydra.sweep.dir={tmp_path}"
 
 
 @pytest.mark.parametrize(
@@ -244,3 +299,57 @@ def test_a_diverged_and_a_bad_job_do_not_stop_the_sweep(tiny_text: Path, tmp_pat
     assert len(rows) == 3  # none dropped
     bad_row = next(r for r in rows if "bad_config" in r)
     assert "| 16 |" in bad_row  # its settings come from Hydra's saved config, since training never started
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_joblib_sweep_cleanly_and_its_command_resumes_it(tiny_text: Path, tmp_path: Path) -> None:
+    args = ["data=text_file", f"data.path={tiny_text}", "model=rnn", "model.hidden_size=8,12,16"]
+    args += ["data.context_length=16", "data.batch_size=8", "trainer.max_steps=30", "trainer.val_check_interval=30"]
+    args += ["callbacks.resume.every_n_steps=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    args += ["+callbacks.slow._target_=slow_steps.SlowSteps", "+callbacks.slow.seconds=0.2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests'}"}
+    cmd = [sys.executable, "train.py", "-m", *args, f"hydra.sweep.dir={tmp_path}"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while len(list(tmp_path.glob("*/checkpoints/last.ckpt"))) < 2:  # both workers are training
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "the jobs never started training"
+        time.sleep(0.2)
+    children = [
+        int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    ]
+    assert len(children) >= 2  # joblib's workers (and its resource tracker)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+
+    assert proc.returncode == 130, err[-3000:]
+    jobs = {j.name: read_job(j) for j in find_job_dirs(tmp_path)}
+    assert sorted(j.status for j in jobs.values()) == ["interrupted", "interrupted", "not_started"], err[-3000:]
+    for job in jobs.values():
+        if job.status == "interrupted":  # stopped the way a single run stops: early, with its last.ckpt saved
+            assert job.metrics["steps"] < 30 and (job.dir / "checkpoints" / "last.ckpt").is_file()
+    assert "sweep: stopped: 3 of 3 jobs did not finish ok, 1 not started" in err
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in children):  # the resource tracker leaves a moment after its parent
+        assert time.monotonic() < deadline, [pid for pid in children if _alive(pid)]
+        time.sleep(0.2)
+
+    (resume,) = [line for line in err.splitlines() if line.startswith("sweep: resume (ok jobs are kept): ")]
+    resume_cmd = shlex.split(resume.split(": ", 2)[2])
+    assert resume_cmd[0] == "python" and resume_cmd[-1] == f"hydra.sweep.dir={tmp_path}"
+    done = subprocess.run([sys.executable, *resume_cmd[1:]], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "all 3 jobs ok" in done.stderr
+    for name, before in jobs.items():
+        after = read_job(tmp_path / name)
+        assert after.status == "ok" and after.metrics["steps"] == 30
+        last = tmp_path / name / "checkpoints" / "last.ckpt"
+        resumed = f"Restoring states from the checkpoint path at {last}" in (tmp_path / name / "train.log").read_text()
+        assert resumed == (before.status == "interrupted")

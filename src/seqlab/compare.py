@@ -186,6 +186,14 @@ def _ok(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
     return [r for r in rows if r["status"] == "ok" and all(r[k] is not None for k in keys)]
 
 
+# the settings a sweep may vary, in the order figures group by: the model first
+VARIED = ("model", "hidden_size", "context_length", "window", "recurrent_radius", "gradient_clip_val", "lr")
+
+
+def varied_keys(rows: list[dict[str, Any]], keys: Sequence[str] = VARIED) -> list[str]:
+    return [k for k in keys if len({json.dumps(r.get(k)) for r in rows}) > 1]
+
+
 def plot_lines(
     rows: list[dict[str, Any]],
     x: str,
@@ -197,13 +205,16 @@ def plot_lines(
     per_hidden: bool = False,
 ) -> None:
     """One line per model (per model and hidden size if `per_hidden`) of y against x; when other settings
-    vary too, each point shows the lowest y among them."""
+    vary too, each point shows the lowest y among them, and the figure says so."""
     several_hidden = len({r["hidden_size"] for r in rows}) > 1
     best: dict[str, dict[float, float]] = defaultdict(dict)
+    pooled: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
     for r in _ok(rows, x, y):
         label = f"{r['model']} h={r['hidden_size']}" if per_hidden and several_hidden else r["model"]
         line = best[label]
         line[r[x]] = min(line.get(r[x], math.inf), r[y])
+        pooled[label, r[x]].append(r)
+    hidden = sorted({k for group in pooled.values() for k in varied_keys(group)} - {"model", x})
     fig, ax = plt.subplots(figsize=(6, 4))
     for model in sorted(best, key=lambda m: (MODEL_ORDER.get(m.split()[0], len(MODEL_ORDER)), len(m), m)):
         xs = sorted(best[model])
@@ -218,51 +229,76 @@ def plot_lines(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if best:
-        ax.legend()
+        ax.legend(fontsize=9)
     else:
         ax.text(0.5, 0.5, "no finished jobs with these values", ha="center", transform=ax.transAxes)
+    if hidden:  # several jobs behind one point: the plot keeps the lowest, which the reader must know
+        fig.text(0.01, 0.01, f"each point: the lowest {ylabel} over {', '.join(hidden)}", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 if hidden else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def plot_grad_profiles(profiles: dict[str, dict[str, Any]], path: Path) -> None:
+def job_styles(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
+    """Colour and legend label per job: one hue per value of the first setting that varies (the model, where
+    it does), shades of that hue along the others, so the curves of one model read as a group. Labels name
+    only the settings that vary."""
+    keys = varied_keys(rows)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:  # rows come sorted by model, sizes, context, ...
+        groups[json.dumps(r.get(keys[0])) if keys else ""].append(r)
+    families = ["Blues", "Oranges", "Greens", "Reds", "Purples", "Greys", "YlOrBr", "PuRd", "BuGn", "RdPu"]
+    styles = {}
+    for i, members in enumerate(groups.values()):
+        cmap = plt.get_cmap(families[i % len(families)])
+        for j, r in enumerate(members):
+            shade = 0.75 if len(members) == 1 else 0.4 + 0.55 * j / (len(members) - 1)
+            label = ", ".join(str(r.get(k)) if k == "model" else f"{k}={_fmt(r.get(k)) or None}" for k in keys)
+            styles[r["job"]] = (cmap(shade), label or r["job"])
+    return styles
+
+
+def plot_grad_profiles(
+    profiles: dict[str, dict[str, Any]], path: Path, rows: list[dict[str, Any]] | None = None
+) -> None:
     """‖∂L_T/∂x_{T−d}‖ for every job (left) and ‖∂L_T/∂h_{T−d}‖ for the recurrent ones (right), log y."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    palette = plt.get_cmap("tab10" if len(profiles) <= 10 else "tab20")
-    colors = {name: palette(i % palette.N) for i, name in enumerate(profiles)}  # one colour per job in both panels
+    rows = [r for r in rows or [] if r["job"] in profiles] or [{"job": name} for name in profiles]
+    styles = job_styles(rows)  # one colour per job in both panels, grouped by model
+    order = [r["job"] for r in rows]
     all_zero = []
     for ax, key, label in ((axes[0], "g_x_mean", "input x"), (axes[1], "g_h_mean", "hidden state h")):
-        for name, profile in profiles.items():
-            values = profile.get(key)
+        for name in order:
+            values = profiles[name].get(key)
             if not values:
                 continue
             points = [(d, v) for d, v in enumerate(values) if v is not None and v > 0]  # log axis: 0 is -inf
+            colour, legend = styles[name]
             if points:
                 ax.plot(
                     *zip(*points, strict=True),
-                    label=name,
-                    color=colors[name],
-                    linewidth=1,
+                    label=legend,
+                    color=colour,
+                    linewidth=1.3,
                     marker="." if len(points) < 4 else None,
                 )
             elif key == "g_x_mean":
-                all_zero.append(name)
+                all_zero.append(legend)
         ax.set_yscale("log")
         ax.set_xlabel("distance d = T − t (steps back from the scored position)")
         ax.set_title(f"gradient of the last loss w.r.t. {label}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("mean gradient norm")
     if all_zero:  # e.g. the unigram: no curve on a log axis, so say it
-        note = textwrap.fill("0 at every d: " + ", ".join(all_zero), width=90)
-        axes[0].text(0.01, 0.01, note, transform=axes[0].transAxes, fontsize=6, va="bottom")
+        note = textwrap.fill("0 at every d: " + "; ".join(all_zero), width=90)
+        axes[0].text(0.01, 0.01, note, transform=axes[0].transAxes, fontsize=7, va="bottom")
     handles, labels = axes[0].get_legend_handles_labels()
-    if labels:
-        fig.legend(handles, labels, loc="lower center", fontsize=6, ncol=2, frameon=False)
-        fig.subplots_adjust(bottom=0.12 + 0.025 * math.ceil(len(labels) / 2))
+    if labels:  # beside the panels, one job a line, in the table's order
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=9, frameon=False)
     else:
         axes[0].text(0.5, 0.5, "no grad_profile.jsonl found", ha="center", transform=axes[0].transAxes)
+    fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -296,7 +332,7 @@ def write_all(rows: list[dict[str, Any]], profiles: dict[str, dict[str, Any]], o
         ylabel="parameters",
         per_hidden=True,
     )
-    plot_grad_profiles(profiles, out / "grad_profiles.png")
+    plot_grad_profiles(profiles, out / "grad_profiles.png", rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

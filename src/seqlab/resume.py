@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqlab.data import Vocab
 from seqlab.errors import ConfigError, Interrupted
 from seqlab.rundir import resume_problem
-from seqlab.sweep import in_multirun
+from seqlab.sweep import in_multirun, stop_file
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class ResumeCheckpoint(Checkpoint):
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
         self.stop_requested = False
+        self.sweep_stop = stop_file()  # a sweep's launcher asks its jobs to stop through this file
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         # runs before the callbacks load their state: ModelCheckpoint then finds its files in this run's dir
@@ -97,11 +98,14 @@ class ResumeCheckpoint(Checkpoint):
         return budget_spent or epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
 
     def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state; also keeps Lightning quiet
         if self.stop_requested:
             raise Interrupted(f"stopped by a signal at step {trainer.global_step}; saved {self.path}")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.sweep_stop is not None and not self.stop_requested and self.sweep_stop.exists():
+            log.warning("the sweep is stopping: saving %s after this step, then stopping", self.path)
+            self.stop_requested = True
         due = self.stop_requested or trainer.global_step % self.every_n_steps == 0
         if due and not self._will_validate(trainer):
             self._save(trainer)

@@ -21,14 +21,15 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.saving import save_hparams_to_yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seqlab.callbacks.progress import quiet_lightning
 from seqlab.config import check_config
 from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
-from seqlab.sweep import in_multirun, threads_from_config
+from seqlab.sweep import in_multirun, job_plan, threads_from_config
 from seqlab.system import LanguageModel
 
 log = logging.getLogger(__name__)
@@ -166,18 +167,34 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     metrics.update(best_val_loss=best_val_loss, best_val_ppl=math.exp(best_val_loss))
     metrics["best_checkpoint"] = checkpoint.best_model_path if checkpoint is not None else None
 
-    (test,) = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None)
+    (test,) = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None, verbose=False)
     metrics.update(test_loss=test["test/loss"], test_ppl=test["test/ppl"])
     if logger:
-        logger.log_hyperparams(
-            metrics["hparams"], {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
-        )
+        hp_metrics = {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
+        if in_multirun():  # one HParams experiment for the whole sweep: seqlab.sweep.write_hparams_experiment
+            log_hparams_session(logger, metrics["hparams"], hp_metrics)
+        else:
+            logger.log_hyperparams(metrics["hparams"], hp_metrics)
+
+
+def log_hparams_session(logger: Any, hparams: dict[str, Any], hp_metrics: dict[str, float]) -> None:
+    """A run's row in the HParams tab without an experiment summary of its own: TensorBoard shows the first
+    experiment summary it finds, and a job's would hide the sweep's (which marks the keys that differ)."""
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    plain = {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in hparams.items()}
+    _, session_start, session_end = hparams_summaries(plain, hp_metrics)
+    logger.log_metrics(hp_metrics, step=0)  # (re)opens the event file the fit's end closed
+    for summary in (session_start, session_end):
+        logger.experiment.file_writer.add_summary(summary)
+    logger.experiment.flush()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and write its metrics.json. A single run exits non-zero on failure; in a sweep the job
     records its status and returns, so the other jobs go on (the sweep's exit code is set at its end)."""
     started = time.perf_counter()
+    quiet_lightning()
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
         logging.getLogger("lightning").handlers.clear()
     out_dir = Path(cfg.paths.output_dir)
@@ -199,6 +216,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ):
         metrics[key] = None
     exit_code, message = 0, None
+    if in_multirun():  # a relaunched sweep keeps its ok jobs and continues its interrupted ones
+        plan, previous = job_plan(out_dir)
+        if plan == "skip" or (plan == "stopped" and previous):
+            log.info("kept as it was (%s): %s", previous["status"], out_dir)
+            return previous
+        if plan == "stopped":
+            metrics.update(status="not_started", reason="the sweep was stopped before this job started")
+            write_json(out_dir / "metrics.json", metrics)
+            return metrics
+        if plan == "resume":
+            with open_dict(cfg):
+                cfg.ckpt_path = str(out_dir / "checkpoints" / "last.ckpt")
     try:
         check_config(cfg)  # every value, before anything is built
         check_budget(cfg.trainer)
@@ -219,6 +248,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     except (Interrupted, KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into sys.exit(1)
         why = str(err) if isinstance(err, Interrupted) else "stopped by Ctrl-C or a signal"
         reason = f"{why}; resume with the same command plus resume={out_dir}"
+        if in_multirun():
+            reason = f"{why}; resume by launching the sweep again (its last line says how)"
         metrics.update(status="interrupted", reason=reason)
         exit_code, message = 130, f"interrupted: {reason}"
     except DownloadError as err:

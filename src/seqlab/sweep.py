@@ -1,4 +1,5 @@
-"""What a sweep needs beyond Hydra: safe job dir names, threads per job, and an exit code that says "failed".
+"""What a sweep needs beyond Hydra: safe job dir names, threads per job, stopping and resuming, one HParams
+view of the whole sweep, and an exit code that says "failed".
 
 Hydra instantiates `SweepReport` (see conf/hydra/default.yaml) in the launching process, and every launcher
 ships it to the processes that run the jobs, so importing this module there also registers the resolvers
@@ -8,24 +9,57 @@ the job dir names use. It stays light on purpose: no torch, no lightning.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import shlex
+import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+log = logging.getLogger(__name__)
+
 MAX_DIRNAME = 200  # bytes; most filesystems stop at 255
+# the keys a sweep varies, comma-separated: set by SweepReport in the launching process, inherited by the jobs
+SWEPT_KEYS_ENV = "SEQLAB_SWEPT_KEYS"
+STOP_FILE = ".stop"  # in the sweep dir: the sweep was asked to stop; jobs still to come record `not_started`
+
+
+def swept_keys(overrides: list[str], sweeper_params: dict[str, Any] | None = None) -> list[str]:
+    """The keys with more than one value: `model=rnn,gru` and a preset's `hydra.sweeper.params` entries do,
+    `trainer.max_steps=20` does not. The command line wins over the preset for the same key, as in Hydra."""
+    parse = OverridesParser.create().parse_overrides
+    keys: dict[str, bool] = {}
+    params = [f"{k}={v}" for k, v in (sweeper_params or {}).items()]
+    for override in [*parse(params), *parse(list(overrides))]:
+        keys[override.get_key_element().lstrip("+~")] = override.is_sweep_override()
+    return sorted(k for k, swept in keys.items() if swept)
 
 
 def job_dirname(num: int, override_dirname: str) -> str:
-    """`3_data.context_length=16,model=rnn`: the job number keeps names unique (and in launch order), the
-    overrides make them readable in TensorBoard's run list. Path separators would nest dirs, so they go."""
+    """`3_model.hidden_size=64,model=rnn`: the job number keeps names unique (and in launch order), the
+    overrides make them readable in TensorBoard's run list. Only the swept keys appear (when the launching
+    process named them), so `trainer.max_steps=20`, the same in every job, does not push the part that
+    differs out of sight. Path separators would nest dirs, so they go."""
+    swept = os.environ.get(SWEPT_KEYS_ENV)
+    if swept is not None and override_dirname:
+        keep = set(swept.split(","))
+        items: list[str] = []
+        for piece in override_dirname.split(","):  # a value may hold a comma: glue it back to its item
+            if "=" in piece or not items:
+                items.append(piece)
+            else:
+                items[-1] += "," + piece
+        override_dirname = ",".join(i for i in items if i.split("=", 1)[0].lstrip("+~") in keep)
     name = re.sub(r"[/\\\x00]", "_", f"{num}_{override_dirname}" if override_dirname else str(num))
     encoded = name.encode()
     return encoded[:MAX_DIRNAME].decode(errors="ignore") if len(encoded) > MAX_DIRNAME else name
@@ -138,28 +172,160 @@ def _hparams_from_hydra_dir(hydra_dir: Path) -> dict[str, Any]:
 
 
 def summarize(jobs: list[Job], root: Path) -> str | None:
-    """One line naming the jobs that did not end ok, or None if all did."""
+    """One line naming the jobs that did not end ok, or None if all did. Jobs a stopped sweep never started
+    are counted, not listed."""
     bad = [j for j in jobs if j.status != "ok"]
     if not bad:
         return None
-    listed = "; ".join(f"{j.dir.relative_to(root)}: {j.status} ({j.reason})" for j in bad)
-    return f"{len(bad)} of {len(jobs)} jobs did not finish ok: {listed}"
+    listed = "; ".join(f"{j.dir.relative_to(root)}: {j.status} ({j.reason})" for j in bad if j.status != "not_started")
+    waiting = sum(j.status == "not_started" for j in bad)
+    counts = f", {waiting} not started" if waiting else ""
+    return f"{len(bad)} of {len(jobs)} jobs did not finish ok{counts}" + (f": {listed}" if listed else "")
+
+
+# --- stopping and resuming a sweep ---------------------------------------------------------------------
+
+
+def stop_file() -> Path | None:
+    """`<sweep dir>/.stop` in a job of a sweep (its existence means: stop), None outside a sweep."""
+    return Path(str(HydraConfig.get().sweep.dir)) / STOP_FILE if in_multirun() else None
+
+
+def job_plan(out_dir: Path) -> tuple[str, dict[str, Any] | None]:
+    """What a sweep job does in `out_dir`, from what an earlier launch of the same sweep left there:
+    "skip" (it ended ok), "stopped" (the sweep is stopping: start nothing), "resume" (it was interrupted:
+    continue from its last.ckpt) or "run". Returns the plan and the earlier metrics.json, if any."""
+    try:
+        previous = json.loads((Path(out_dir) / "metrics.json").read_text())
+        previous = previous if isinstance(previous, dict) else None
+    except (OSError, ValueError):
+        previous = None
+    status = (previous or {}).get("status")
+    if status == "ok":
+        return "skip", previous
+    path = stop_file()
+    if path is not None and path.exists():
+        return "stopped", previous
+    if status == "interrupted" and (Path(out_dir) / "checkpoints" / "last.ckpt").is_file():
+        return "resume", previous
+    return "run", previous
+
+
+def resume_command(root: Path, argv: list[str] | None = None) -> str:
+    """The launching command again, pointed at the same sweep dir: ok jobs are kept, the others go on."""
+    argv = [a for a in (sys.argv if argv is None else argv) if not a.startswith("hydra.sweep.dir=")]
+    return shlex.join(["python", *argv, f"hydra.sweep.dir={root}"])
+
+
+# --- one HParams view of the sweep ---------------------------------------------------------------------
+
+
+def write_hparams_experiment(root: Path, jobs: list[Job]) -> Path | None:
+    """TensorBoard's HParams tab takes one `_hparams_/experiment` summary for the whole logdir, and one at the
+    logdir's root wins over the runs' own (each run's marks no key as differing, so the tab shows the first
+    few keys by name and hides the rest). This one marks the keys whose values differ across the jobs, which
+    the tab shows first and by default, and names only the `hp/*` metrics."""
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for key, value in (job.metrics.get("hparams") or {}).items():
+            values.setdefault(key, set()).add(json.dumps(value))
+    if not values:
+        return None
+    infos = [api_pb2.HParamInfo(name=k, differs=len(v) > 1) for k, v in sorted(values.items())]
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in ("hp/best_val_ppl", "hp/test_ppl")]
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
+    content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(experiment=experiment))
+    summary = Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=content)])
+    for old in root.glob("events.out.tfevents.*.sweep"):  # a resumed sweep rewrites it: one per logdir
+        old.unlink()
+    writer = EventFileWriter(str(root), filename_suffix=".sweep")
+    writer.add_event(Event(summary=summary, wall_time=time.time(), step=0))
+    writer.close()
+    return Path(writer.get_logdir())
 
 
 class SweepReport(Callback):
-    """At the end of a multirun, read every job's metrics.json from the sweep dir (jobs may have run in
-    other processes or on other machines) and exit non-zero if any job failed, diverged or is missing."""
+    """Hydra callback for a whole sweep (conf/hydra/default.yaml).
+
+    In the launching process: names the swept keys for the job dir names, turns SIGTERM or Ctrl-C into a
+    clean stop (the running jobs save their last.ckpt and record `interrupted`, the jobs still to come
+    record `not_started`; a second Ctrl-C stops at once), and at the end reads every job's metrics.json from
+    the sweep dir (jobs may have run in other processes or on other machines), writes the sweep's HParams
+    experiment, prints one line and exits non-zero if any job did not end ok.
+    In each job's process: a job stopped by a signal stops the sweep (the basic launcher runs the jobs in
+    the launching process, and SLURM or Ctrl-C signal every process)."""
 
     def __init__(self, exit_code: int = 1) -> None:
         self.exit_code = exit_code
+        self.stopping = False
+        self.root: Path | None = None
+        self.launcher_pid: int | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.launcher_pid = os.getpid()
+        self.root = Path(str(config.hydra.sweep.dir))
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / STOP_FILE).unlink(missing_ok=True)  # resuming a stopped sweep
+        params = config.hydra.sweeper.get("params")
+        params = OmegaConf.to_container(params, resolve=False) if isinstance(params, DictConfig) else {}
+        os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(list(config.hydra.overrides.task), params))
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        if self.stopping and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stopping = True
+        assert self.root is not None
+        (self.root / STOP_FILE).touch()
+        print(
+            f"sweep: {signal.Signals(signum).name}: stopping; running jobs save their last.ckpt and stop, "
+            "the rest are recorded as not_started (Ctrl-C again: stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN or os.getpid() == self.launcher_pid:
+            return
+        # a job's own process (joblib, submitit): a signal before or after its fit, or while it waits for
+        # the next job, stops the sweep rather than killing the worker (ResumeCheckpoint handles the fit)
+        stop = Path(str(config.hydra.sweep.dir)) / STOP_FILE
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: stop.touch())
+        except ValueError:  # not the main thread: leave the signals alone
+            pass
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        try:
+            status = json.loads((Path(config.hydra.runtime.output_dir) / "metrics.json").read_text()).get("status")
+        except (OSError, ValueError, AttributeError):
+            return
+        if status == "interrupted":
+            (Path(str(config.hydra.sweep.dir)) / STOP_FILE).touch()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
         root = Path(str(config.hydra.sweep.dir))
         jobs = [read_job(d) for d in find_job_dirs(root)] if root.exists() else []
+        stopped = (root / STOP_FILE).exists()
+        if jobs:
+            write_hparams_experiment(root, jobs)
         message = summarize(jobs, root)
         if message is None:
             print(f"sweep: all {len(jobs)} jobs ok -> {root}", file=sys.stderr)
             return
-        print(f"sweep: {message}", file=sys.stderr)
+        print(f"sweep: {'stopped: ' if stopped else ''}{message}", file=sys.stderr)
+        if stopped or any(j.status in ("interrupted", "not_started", "missing") for j in jobs):
+            print(f"sweep: resume (ok jobs are kept): {resume_command(root)}", file=sys.stderr)
         # SystemExit is not an Exception: Hydra's callback runner and error reporter let it through
-        raise SystemExit(self.exit_code)
+        raise SystemExit(130 if stopped else self.exit_code)

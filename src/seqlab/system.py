@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from typing import Any
@@ -14,6 +15,8 @@ from torchmetrics import MeanMetric
 
 from seqlab.data import IGNORE, Vocab
 from seqlab.errors import DivergedError
+
+log = logging.getLogger(__name__)
 
 
 class LanguageModel(L.LightningModule):
@@ -92,24 +95,37 @@ class LanguageModel(L.LightningModule):
         loss, n_tokens = self._loss(batch)
         self.test_loss.update(loss, n_tokens)
 
-    def _log_split(self, split: str, metric: MeanMetric) -> torch.Tensor:
+    def _log_split(self, split: str, metric: MeanMetric) -> dict[str, float]:
         loss = metric.compute()
         metric.reset()
-        self.log_dict({f"{split}/loss": loss, f"{split}/ppl": loss.exp()}, prog_bar=split == "val")
+        values = {f"{split}/loss": loss, f"{split}/ppl": loss.exp()}
+        self.log_dict(values, prog_bar=split == "val")
         if self.hparams.level == "char":
-            self.log(f"{split}/bpc", loss / math.log(2))
-        return loss
+            values[f"{split}/bpc"] = loss / math.log(2)
+            self.log(f"{split}/bpc", values[f"{split}/bpc"])
+        return {k: float(v) for k, v in values.items()}
 
     def on_validation_epoch_end(self) -> None:
-        loss = self._log_split("val", self.val_loss)
-        if not torch.isfinite(loss.exp()):
-            raise DivergedError(f"validation loss is {loss.item():.4g} at step {self.global_step}")
+        values = self._log_split("val", self.val_loss)
+        loss = values["val/loss"]
+        if not math.isfinite(values["val/ppl"]):
+            raise DivergedError(f"validation loss is {loss:.4g} at step {self.global_step}")
         if not self.trainer.sanity_checking:
-            self.best_val_loss = min(self.best_val_loss, float(loss))
+            self.best_val_loss = min(self.best_val_loss, loss)
             self.log("val/ppl_best", math.exp(self.best_val_loss))
+            # the bar shows these in passing; the log (train.log) keeps every validation
+            log.info(
+                "step %d: val/loss %.4f, val/ppl %.3f (best %.3f)",
+                self.global_step,
+                loss,
+                values["val/ppl"],
+                math.exp(self.best_val_loss),
+            )
 
     def on_test_epoch_end(self) -> None:
-        self._log_split("test", self.test_loss)
+        values = self._log_split("test", self.test_loss)
+        # the run calls trainer.test(verbose=False): this table, in the log too, replaces Lightning's printed one
+        log.info("test:\n" + "\n".join(f"  {k:<10} {v:.4f}" for k, v in values.items()))
 
     # --- optimisation and checkpoints -----------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -49,8 +49,10 @@ def gradient_profile(
     loss = F.cross_entropy(logits, targets[:, -1], reduction="sum")
     # unigram's embedding feeds nothing: allow_unused + materialize_grads make that an honest 0
     grads = torch.autograd.grad(loss, [e, *hs], allow_unused=True, materialize_grads=True)
-    g_x = grads[0].norm(dim=-1).flip(1)  # (B, T), column d = position T-1-d
-    g_h = torch.stack([g.norm(dim=-1) for g in grads[1:]], dim=1).flip(1) if hs else None  # (B, T)
+    # norms in float64: float32 gradients hold values down to ~1e-45, but squaring an entry below ~4e-23
+    # in float32 gives 0, so a float32 norm reads 0 (or too low) for every g(d) below ~1e-21
+    g_x = grads[0].double().norm(dim=-1).flip(1)  # (B, T), column d = position T-1-d
+    g_h = torch.stack([g.double().norm(dim=-1) for g in grads[1:]], dim=1).flip(1) if hs else None  # (B, T)
     return g_h, g_x
 
 
@@ -144,6 +146,10 @@ class GradientProfile(L.Callback):
                 scalars[f"grad/{kind}/d={d:03d}"] = mean[d]
             # g(T-1)/g(0): how much of the loss's gradient survives the whole chunk
             scalars[f"grad/{kind}/ratio"] = mean[-1] / mean[0] if mean[0] > 0 else 0.0
+            # the values span decades and TensorBoard charts linearly: log10 copies read well (none for 0)
+            for name in [n for n in scalars if n.startswith(f"grad/{kind}/")]:
+                if scalars[name] > 0:
+                    scalars[name.replace(f"grad/{kind}/", f"grad/{kind}/log10/")] = math.log10(scalars[name])
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)
 
