@@ -116,7 +116,7 @@ FRACTION = Number(lo=0, hi=1, hi_open=True)
 RULES: list[tuple[str, Number | OneOf]] = [
     ("seed", Number(lo=0, hi=2**32 - 1, integer=True, null=False)),  # numpy's range, which Lightning seeds too
     ("threads", Number(lo=1, integer=True, null=True, note="null: the launcher's share of the cores")),
-    ("trainer.max_steps", Number(lo=1, integer=True, also=(-1,), note="-1: train by epochs")),
+    ("trainer.max_steps", Number(lo=1, integer=True, also=(-1,), note="-1: train by epochs or time")),
     ("trainer.max_epochs", Number(lo=1, integer=True, also=(-1,), null=True)),
     ("trainer.val_check_interval", Number(lo=1, integer=True, null=False, note="training steps between validations")),
     ("trainer.gradient_clip_val", Number(lo=0, null=True, note="0 or null: no clipping")),
