@@ -268,12 +268,12 @@ def plot_profiles(history: list[dict[str, Any]], max_curves: int = 12):
             ax.set_yscale("log")
         else:
             ax.text(0.5, 0.5, "0 at every distance", transform=ax.transAxes, ha="center")
-        symbol = "e" if kind == "x" else kind
-        layer = f" (top of {last['num_layers']} layers)" if kind != "x" and last.get("num_layers", 1) > 1 else ""
+        symbol = "e_(T−1−d)" if kind == "x" else f"{kind}_(T−2−d)"  # a state enters the step after its own
+        layer = f", layer {last['num_layers']}" if kind != "x" and last.get("num_layers", 1) > 1 else ""
         ax.set_xlim(0, last["T"] - 1)  # the whole chunk, so a curve that stops early shows where it hit 0
         ax.set_xlabel("distance d (steps back from the last position)")
         ax.set_ylabel("mean over the probe batch (band: 10-90 %)")
-        ax.set_title(f"{last['model']}: g_{kind}(d) = ‖∂L_T/∂{symbol}‖, step T−1−d{layer}", fontsize=10)
+        ax.set_title(f"{last['model']}: g_{kind}(d) = ‖∂L_T/∂{symbol}‖{layer}", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     colours = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(colours, ax=axes[0].tolist(), label="training step")
