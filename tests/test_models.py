@@ -86,7 +86,7 @@ def test_recurrent_configs_are_found():
     assert irnn.layers[0].nonlinearity == "relu" and torch.equal(irnn.layers[0].weight_hh_l0.detach(), torch.eye(32))
 
 
-@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])  # the other recurrent configs are options of these
+@pytest.mark.parametrize("name", ["rnn", "irnn", "lstm", "gru"])  # irnn: the relu path; rnn_orthogonal adds nothing
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("residual", [False, True])
 def test_step_equals_fused_forward(name, num_layers, residual):
@@ -198,7 +198,7 @@ def test_bad_recurrent_options_are_config_errors(kwargs, message):
     assert str(err.value) == message
 
 
-def test_dropout_acts_in_training_only_and_residual_adds():
+def test_dropout_acts_in_training_only():
     torch.manual_seed(5)
     model = GRU(V, T, hidden_size=16, emb_dim=8, num_layers=2, dropout=0.5)
     idx = torch.randint(V, (2, T))
@@ -206,6 +206,23 @@ def test_dropout_acts_in_training_only_and_residual_adds():
     assert not torch.equal(model(idx), model(idx))
     model.eval()
     assert torch.equal(model(idx), model(idx))
+
+
+def test_residual_adds_each_upper_layer_to_its_input():
+    torch.manual_seed(6)
+    model = LSTM(V, T, hidden_size=16, emb_dim=8, num_layers=3, residual=True)
+    e = model.embed(torch.randint(V, (2, T)))
+    x1, _ = model.layers[0](e)  # the first layer's input is the embedding, of another width: no skip
+    x2 = x1 + model.layers[1](x1)[0]
+    x3 = x2 + model.layers[2](x2)[0]
+    torch.testing.assert_close(model.forward_embedded(e), model.head(x3))
+
+
+def test_init_range_draws_every_parameter_uniformly():
+    model = GRU(V, T, hidden_size=16, emb_dim=8, num_layers=2, init_range=0.1)
+    values = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert values.abs().max() <= 0.1 and values.abs().max() > 0.099
+    assert abs(values.mean()) < 0.01
 
 
 def test_window_mlp_equals_concatenation():
