@@ -17,7 +17,8 @@ def test_stacked_lstm_run_logs_every_state_and_gate(tiny_text: Path, tmp_path: P
     overrides += ["model=lstm", "model.hidden_size=16", "model.emb_dim=8", "model.num_layers=2", "model.residual=true"]
     overrides += ["trainer.max_steps=10", "trainer.val_check_interval=10", "trainer.log_every_n_steps=5"]
     overrides += ["callbacks.gradient_profile.every_n_steps=5", "callbacks.gradient_profile.max_share=1"]
-    overrides += ["callbacks.gradient_profile.probe_size=4", "callbacks.health.probe_size=4"]
+    overrides += ["callbacks.gradient_profile.probe_size=4", "callbacks.gradient_profile.all_layers=true"]
+    overrides += ["callbacks.health.probe_size=4"]
     overrides += ["callbacks.samples.length=300", "callbacks.progress=null", "threads=1"]
     metrics = train(compose_config(overrides, tmp_path))
     assert metrics["status"] == "ok"
@@ -38,6 +39,10 @@ def test_stacked_lstm_run_logs_every_state_and_gate(tiny_text: Path, tmp_path: P
         logged = {e.step: e.value for e in acc.Scalars(f"grad/{name}/d=016")}
         assert logged == pytest.approx({r["step"]: r[f"g_{name}_mean"][16] for r in records}, rel=1e-6)
         assert f"grad/{name}/ratio" in scalars
+    for name in ("h", "c"):  # all_layers=true: every layer's curve as well
+        for i in (0, 1):
+            logged = {e.step: e.value for e in acc.Scalars(f"grad/{name}/l{i}/d=004")}
+            assert logged == pytest.approx({r["step"]: r[f"g_{name}_by_layer"][i][4] for r in records}, rel=1e-6)
     gates = [f"{i}/{g}" for i in (0, 1) for g in "ifo"]
     assert {f"health/gate_saturation/l{g}" for g in gates} <= scalars
     assert {f"health/sigma_max/weight_hh_l{i}/{g}" for i in (0, 1) for g in "ifgo"} <= scalars

@@ -114,7 +114,8 @@ def log_spaced_distances(T: int) -> list[int]:
 class GradientProfile(L.Callback):
     """Measures `gradient_profile` on a fixed probe batch (the first `probe_size` val chunks) every
     `every_n_steps` training steps, at step 0 and at the end; logs scalars, a figure, and a JSONL line.
-    A scheduled measurement is skipped while the scheduled ones have already taken more than `max_share`
+    With `all_layers`, every layer's curves are logged as scalars too (`grad/h/l0/d=001`, ...); the JSONL holds
+    them always. A scheduled measurement is skipped while the scheduled ones have already taken more than `max_share`
     of the training time (1: no limit), so the cost stays bounded even where a step is far faster than
     drawing a figure (a GPU). The first and last measurements are always taken.
 
@@ -128,12 +129,13 @@ class GradientProfile(L.Callback):
         probe_size: int = 32,
         max_share: float = 0.05,
         dirpath: str | None = None,
+        all_layers: bool = False,
     ) -> None:
         super().__init__()
         if every_n_steps < 1 or probe_size < 1:
             raise ValueError(f"every_n_steps={every_n_steps}, probe_size={probe_size}: both must be positive")
         self.every_n_steps, self.probe_size, self.max_share = every_n_steps, probe_size, max_share
-        self.dirpath = dirpath
+        self.dirpath, self.all_layers = dirpath, all_layers
         self.seconds_spent, self._started = 0.0, time.perf_counter()
         self.history: list[dict[str, Any]] = []  # every measurement of this run, for the figure
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -183,9 +185,12 @@ class GradientProfile(L.Callback):
 
     def _write(self, trainer: L.Trainer, record: dict[str, Any]) -> None:
         step, T = record["step"], record["T"]
+        curves = {kind: record[f"g_{kind}_mean"] for kind in profile_kinds(record)}  # the top layer's
+        if self.all_layers:
+            for kind in record.get("state_names", []):
+                curves.update({f"{kind}/l{i}": g for i, g in enumerate(record[f"g_{kind}_by_layer"])})
         scalars = {}
-        for kind in profile_kinds(record):
-            mean = record[f"g_{kind}_mean"]
+        for kind, mean in curves.items():
             for d in log_spaced_distances(T):
                 scalars[f"grad/{kind}/d={d:03d}"] = mean[d]
             # g(T-1)/g(0): how much of the loss's gradient survives the whole chunk
