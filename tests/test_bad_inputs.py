@@ -99,6 +99,12 @@ BAD_VALUES = {
         "callbacks.samples.length=-1: must be a non-negative integer",
     ),
     "prompt a number": (["callbacks.samples.prompt=12"], "callbacks.samples.prompt=12: must be a string"),
+    "tie_weights, emb != hidden": (
+        ["model=lstm", "model.tie_weights=true"],
+        "model.tie_weights=true needs model.emb_dim (16) == model.hidden_size (32)",
+    ),
+    "num_layers 0": (["model=gru", "model.num_layers=0"], "model.num_layers=0: must be a positive integer"),
+    "init unknown": (["model.init=eye"], "model.init=eye: must be one of default, orthogonal, identity"),
 }
 
 
