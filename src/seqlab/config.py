@@ -194,11 +194,26 @@ def _targets(node: DictConfig, prefix: str) -> Iterator[tuple[str, DictConfig]]:
             yield from _targets(node[key], f"{prefix}{key}.")
 
 
-def _signature(target: str) -> inspect.Signature | None:
+def _parameters(target: str) -> tuple[dict[str, inspect.Parameter], bool] | None:
+    """The settings a target takes, and whether it takes any other (**kwargs). A class whose __init__ passes
+    **kwargs up to its base (rnn -> Recurrent) takes what the bases name: its MRO is followed up to torch's
+    nn.Module, whose own *args/**kwargs take nothing a config could set."""
     from hydra.utils import get_object
+    from torch import nn
 
     try:
-        return inspect.signature(get_object(target), eval_str=True)
+        obj = get_object(target)
+        classes = [c for c in obj.__mro__ if "__init__" in vars(c)] if isinstance(obj, type) else [obj]
+        params: dict[str, inspect.Parameter] = {}
+        for c in classes:
+            if c in (nn.Module, object):
+                return params, False
+            own = inspect.signature(c, eval_str=True) if c is obj else inspect.signature(c.__init__, eval_str=True)
+            named = {n: p for n, p in own.parameters.items() if p.kind is not inspect.Parameter.VAR_KEYWORD}
+            params.update({n: p for n, p in named.items() if n not in params and n != "self"})
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.parameters.values()):
+                return params, False
+        return params, True
     except (ImportError, AttributeError, ValueError, TypeError, NameError):
         return None  # cannot import it or read its hints: Hydra will say so when it builds it
 
@@ -206,11 +221,10 @@ def _signature(target: str) -> inspect.Signature | None:
 def _hints(path: str, node: DictConfig) -> Iterator[tuple[str, Any]]:
     """(dotted key, type hint) for each key of a `_target_` node; a key its target does not take is an error."""
     target = str(node._target_)
-    signature = _signature(target)
-    if signature is None:
+    found = _parameters(target)
+    if found is None:
         return
-    params = signature.parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    params, takes_any = found
     for key in node:
         param = params.get(str(key))
         if str(key).startswith("_") or isinstance(node.get(key), DictConfig):

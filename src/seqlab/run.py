@@ -117,7 +117,6 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     if cfg.get("resume") is not None:
         metrics["resumed_at_step"] = resumed[1]
         save_run_config(cfg, out_dir)
-    datamodule.save_vocab(out_dir / "vocab.json")
     L.seed_everything(cfg.seed, workers=True)  # the data draws no random numbers: the model starts as ever
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
     try:
@@ -131,6 +130,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     except InstantiationException as err:  # the model refused its sizes (e.g. heads not dividing the width)
         raise _as_config_error(err, cfg.model._target_) from None
     system.vocab = datamodule.vocab
+    datamodule.save_vocab(out_dir / "vocab.json")  # after the model accepted its sizes: a refused one writes nothing
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
     )

@@ -37,7 +37,7 @@ class Recurrent(nn.Module):
         residual: bool = False,
         tie_weights: bool = False,
         init_range: float | None = None,
-        **fused_kwargs,
+        fused_kwargs: dict | None = None,  # extra arguments of the fused module (the rnn's nonlinearity)
     ) -> None:
         super().__init__()  # context_length is accepted and unused: nothing here depends on the length
         if not 0 <= dropout < 1:
@@ -49,7 +49,7 @@ class Recurrent(nn.Module):
         self.hidden_size, self.num_layers, self.residual = hidden_size, num_layers, residual
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)
         sizes = [emb_dim] + [hidden_size] * (num_layers - 1)
-        self.layers = nn.ModuleList(self.fused(n, hidden_size, batch_first=True, **fused_kwargs) for n in sizes)
+        self.layers = nn.ModuleList(self.fused(n, hidden_size, batch_first=True, **(fused_kwargs or {})) for n in sizes)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
         if init_range is not None:

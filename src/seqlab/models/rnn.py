@@ -35,7 +35,8 @@ class RNN(Recurrent):
             raise ConfigError(f"model.nonlinearity={nonlinearity}: must be tanh or relu")
         if init not in INITS:
             raise ConfigError(f"model.init={init}: must be one of {', '.join(INITS)}")
-        super().__init__(vocab_size, context_length, hidden_size, emb_dim, nonlinearity=nonlinearity, **kwargs)
+        fused_kwargs = {"nonlinearity": nonlinearity}
+        super().__init__(vocab_size, context_length, hidden_size, emb_dim, fused_kwargs=fused_kwargs, **kwargs)
         self.activation = torch.tanh if nonlinearity == "tanh" else torch.relu
         scale = 1.0 if recurrent_radius is None else recurrent_radius
         with torch.no_grad():
