@@ -6,6 +6,7 @@ user sees: the exit code and a last line on stderr that is the message, with no 
 
 import errno
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -140,6 +141,7 @@ def test_a_model_refusing_its_sizes_is_one_line(tiny_text: Path, tmp_path: Path,
     def refuse(self, *args, **kwargs):
         raise ValueError("emb_dim=16 is not a multiple of num_heads=3")
 
+    refuse.__signature__ = inspect.signature(RNN.__init__)  # the config check still reads the real settings
     monkeypatch.setattr(RNN, "__init__", refuse)
     message = expect_config_error(["data=text_file", f"data.path={tiny_text}", *TINY], tmp_path / "run", capsys)
     assert message == "error: seqlab.models.RNN: emb_dim=16 is not a multiple of num_heads=3"
