@@ -206,8 +206,10 @@ def test_tiny_gradients_do_not_underflow_in_the_norm():
     with torch.no_grad():
         model.head.weight.mul_(1e-23)  # every gradient reaching back from the loss is scaled by 1e-23
     idx, targets = _batch()
-    g_h, g_x = gradient_profile(model, idx, targets)
-    ref_h, ref_x = gradient_profile(model.double(), idx, targets)  # same weights, every step in float64
+    profile = gradient_profile(model, idx, targets)
+    g_h, g_x = profile["h"], profile["x"]
+    reference = gradient_profile(model.double(), idx, targets)  # same weights, every step in float64
+    ref_h, ref_x = reference["h"], reference["x"]
     assert ref_h.min() > 1e-26 and ref_h.max() < 1e-22  # the range where float32 squares underflow
     torch.testing.assert_close(g_h, ref_h, rtol=1e-4, atol=0)
     torch.testing.assert_close(g_x, ref_x, rtol=1e-4, atol=0)
