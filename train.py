@@ -3,6 +3,8 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+import seqlab.slurm  # noqa: F401 (registers `${seqlab.slurm_or:...}` for conf/hydra: a run dir named by the SLURM job)
+
 # `${or_else:${resume},<new dir>}` in conf/hydra: resume=<run dir> continues in that dir
 OmegaConf.register_new_resolver("or_else", lambda value, default: default if value is None else value)
 

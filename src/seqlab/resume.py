@@ -1,9 +1,10 @@
 """Surviving a kill: atomic checkpoint files, a `last.ckpt` every few steps and on SIGTERM, and resuming.
 
 `python train.py <same overrides> resume=<run dir>` continues that run in its own dir from
-`checkpoints/last.ckpt`. The weights, the optimizer, Lightning's loop counters, the best-checkpoint score,
-the train loader's position (`TrainBatches.state_dict`) and the run's counters all travel in the
-checkpoint, so the resumed run ends with the same numbers as one that was never stopped.
+`checkpoints/last.ckpt` (a job that SLURM requeued does so by itself: seqlab.slurm). The weights, the
+optimizer, Lightning's loop counters, the best-checkpoint score, the train loader's position
+(`TrainBatches.state_dict`) and the run's counters all travel in the checkpoint, so the resumed run ends
+with the same numbers as one that was never stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from seqlab.errors import ConfigError, Interrupted
+from seqlab.slurm import requeued_run
 from seqlab.sweep import in_multirun
 
 log = logging.getLogger(__name__)
@@ -107,9 +109,11 @@ def resume_checkpoint(cfg: DictConfig, system: L.LightningModule) -> str | None:
     resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
     if resume and ckpt_path:
         raise ConfigError(f"resume={resume} and ckpt_path={ckpt_path}: give one of them")
-    if not resume and not ckpt_path:
+    requeued = None if resume or ckpt_path else requeued_run(Path(cfg.paths.output_dir))  # seqlab.slurm
+    if not resume and not ckpt_path and not requeued:
         return None
-    if resume and in_multirun():  # every job would load the same checkpoint
+    resume = resume or requeued
+    if resume and in_multirun() and not requeued:  # every job would load the same checkpoint
         raise ConfigError(
             f"resume={resume}: resume one job at a time, without -m (its overrides plus resume=<its dir>)"
         )
