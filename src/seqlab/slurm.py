@@ -69,16 +69,21 @@ def accounting_disabled() -> bool:
     return "accounting_storage/none" in config
 
 
-class QuietSacct(Callback):
+def quiet_sacct() -> None:
     """submitit asks `sacct` for its jobs' states at every poll; on a cluster that keeps no accounting
     (scripts/slurm_local.sh) sacct fails, each time with an error line and a warning. submitit then goes by
     the jobs' result files, which is enough: say so once and leave sacct alone. A cluster with accounting
     keeps sacct (it also tells submitit about jobs that died without a result)."""
+    if accounting_disabled():
+        from submitit import SlurmJob
+
+        SlurmJob.watcher._make_command = lambda: None  # type: ignore[method-assign]  # nothing to ask
+        log.info("this SLURM cluster keeps no accounting: job states come from their result files")
+
+
+class QuietSacct(Callback):
+    """quiet_sacct() for a sweep through `hydra/launcher=slurm` (a Hydra callback: conf/hydra/default.yaml)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        target = str(OmegaConf.select(config, "hydra.launcher._target_", default=""))
-        if target.endswith("SlurmLauncher") and accounting_disabled():
-            from submitit import SlurmJob  # the launcher's plugin depends on submitit
-
-            SlurmJob.watcher._make_command = lambda: None  # type: ignore[method-assign]  # nothing to ask
-            log.info("this SLURM cluster keeps no accounting: job states come from their result files")
+        if str(OmegaConf.select(config, "hydra.launcher._target_", default="")).endswith("SlurmLauncher"):
+            quiet_sacct()

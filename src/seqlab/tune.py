@@ -34,7 +34,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
-from seqlab.slurm import job_key
+from seqlab.slurm import job_key, quiet_sacct
 
 log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[2] / "conf"  # the checkout's conf/ (pip install -e)
@@ -242,7 +242,8 @@ def run_workers(args: argparse.Namespace, argv: Sequence[str]) -> None:
     if args.slurm:
         import submitit
 
-        executor = submitit.AutoExecutor(folder=args.study_dir / ".submitit", cluster="slurm")
+        quiet_sacct()
+        executor = submitit.AutoExecutor(folder=args.study_dir / ".submitit" / "%j", cluster="slurm")
         executor.update_parameters(
             slurm_partition=args.slurm_partition,
             cpus_per_task=args.slurm_cpus,
