@@ -50,10 +50,14 @@ def job_info(job: str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in out.split() if "=" in field)
 
 
-def requeue(job: str) -> None:
-    """What pre-emption does: SIGTERM now, the job back in the queue. Slurm holds a requeued job for a while
-    (Reason=BeginTime); StartTime=now lets it run again at once."""
-    subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+def requeue(job: str, how: str = "scontrol") -> None:
+    """`scontrol`: what pre-emption does, SIGTERM now and the job back in the queue. `USR2`: what SLURM sends a
+    submitit job `signal_delay_s` before its time limit; submitit then requeues the job itself. Slurm holds a
+    requeued job for a while (Reason=BeginTime); StartTime=now lets it run again at once."""
+    if how == "scontrol":
+        subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
+    else:
+        subprocess.run(["scancel", f"--signal={how}", job], check=True, capture_output=True)
     wait_until(lambda: job_info(job).get("JobState") == "PENDING", f"job {job} to be back in the queue")
     subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True, capture_output=True)
 
@@ -126,8 +130,9 @@ def test_sbatch_run_requeued_mid_run_resumes_itself(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["scontrol", "USR2"])
 def test_slurm_sweep_reads_back_and_a_requeued_job_resumes_itself(
-    slurm_cluster: str, short_text: Path, unbroken: dict, tmp_path: Path
+    how: str, slurm_cluster: str, short_text: Path, unbroken: dict, tmp_path: Path
 ) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -155,12 +160,13 @@ def test_slurm_sweep_reads_back_and_a_requeued_job_resumes_itself(
         return "".join(p.read_text() for p in sorted((submitit / job).glob("*_log.*")))
 
     job = next(job for job in sorted(os.listdir(submitit)) if "Seed set to 1337" in job_log(job))
-    requeue(job)
+    requeue(job, how)
     out, err = launcher.communicate(timeout=300)
 
     assert launcher.returncode == 0, err
     assert "sweep: all 2 jobs ok" in err
     assert "sacct" not in out + err and "accounting storage" not in out + err  # the local cluster reads cleanly
+    assert f"{'SIGTERM' if how == 'scontrol' else 'SIGUSR2'}: saving" in job_log(job)  # saved on the signal
     assert "requeued this job (restart 1): resuming" in job_log(job)
     for job_dir in sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         metrics = json.loads((job_dir / "metrics.json").read_text())

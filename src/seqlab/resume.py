@@ -23,7 +23,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from seqlab.errors import ConfigError, Interrupted
-from seqlab.slurm import requeued_run
+from seqlab.slurm import requeued_run, submitit_requeue
 from seqlab.sweep import in_multirun
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ class ResumeCheckpoint(Checkpoint):
     best-on-val/loss `ModelCheckpoint`, so the saved state includes the best score of that validation.
     SIGTERM (what SLURM sends before pre-emption) or a first Ctrl-C only sets a flag: the step in flight
     finishes, the checkpoint is saved at the next save point, and the run stops with status `interrupted`.
-    A second Ctrl-C stops at once.
+    A second Ctrl-C stops at once. In a submitit job, submitit's requeue signal (USR2) does the same and then
+    hands over to submitit, which requeues the job.
     """
 
     def __init__(self, dirpath: str, every_n_steps: int = 50) -> None:
@@ -65,7 +66,8 @@ class ResumeCheckpoint(Checkpoint):
             raise ConfigError(f"callbacks.resume.every_n_steps={every_n_steps}: must be a positive integer")
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
-        self.stop_requested = False
+        self.stop_requested, self.signum = False, None
+        self.requeue: tuple[int, Any] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # replaces Lightning's handlers for the fit (its SIGTERM one would abort a validation half-way, its
@@ -73,12 +75,20 @@ class ResumeCheckpoint(Checkpoint):
         if trainer.world_size == 1:
             signal.signal(signal.SIGTERM, self._request_stop)
             signal.signal(signal.SIGINT, self._request_stop)
+            # a SLURM sweep job (submitit): its requeue signal saves first, then submitit requeues the job
+            self.requeue = submitit_requeue()
+            if self.requeue is not None:
+                signal.signal(self.requeue[0], self._request_stop)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.requeue is not None:  # after the fit (e.g. while testing) submitit requeues as usual
+            signal.signal(*self.requeue)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         if self.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         log.warning("%s: saving %s after this step, then stopping", signal.Signals(signum).name, self.path)
-        self.stop_requested = True
+        self.stop_requested, self.signum = True, signum
 
     def _will_validate(self, trainer: L.Trainer) -> bool:
         epoch_loop = trainer.fit_loop.epoch_loop
@@ -91,6 +101,8 @@ class ResumeCheckpoint(Checkpoint):
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path)
         if self.stop_requested:
+            if self.requeue is not None and self.signum == self.requeue[0]:
+                self.requeue[1](self.signum, None)  # submitit: `scontrol requeue`, then exits
             raise Interrupted(f"stopped by a signal at step {trainer.global_step}; saved {self.path}")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,16 @@ def requeued_run(out_dir: Path) -> Path | None:
         )
     log.info("SLURM requeued this job (restart %d): resuming %s", restarts(), last)
     return out_dir
+
+
+def submitit_requeue() -> tuple[int, Callable[..., Any]] | None:
+    """In a job of `hydra/launcher=slurm`: the signal submitit requeues the job on (USR2, which SLURM sends
+    `signal_delay_s` before the time limit) and submitit's handler for it; None elsewhere."""
+    signum = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    handler = signal.getsignal(signum) if signum is not None else None
+    if callable(handler) and str(getattr(handler, "__module__", "")).startswith("submitit"):
+        return signum, handler
+    return None
 
 
 def accounting_disabled() -> bool:
