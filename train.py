@@ -3,6 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
+import seqlab.slurm  # noqa: F401 (registers `${seqlab.slurm_or:...}` for conf/hydra: a run dir named by the SLURM job)
+
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:

@@ -36,3 +36,23 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
         cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig().set_config(cfg)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """A SLURM cluster that answers (scripts/slurm_local.sh's, started by .ci/run), else a skip that says why.
+    Points SLURM_CONF at the local cluster's config when none is set."""
+    import shutil
+    import subprocess
+
+    if shutil.which("sbatch") is None:
+        pytest.skip("no sbatch: apt-get install slurm-wlm munge, then scripts/slurm_local.sh start (.ci/run does)")
+    local_conf = Path(os.environ.get("SEQLAB_SLURM_DIR", "/tmp/seqlab-slurm")) / "slurm.conf"
+    if "SLURM_CONF" not in os.environ and local_conf.is_file():
+        os.environ["SLURM_CONF"] = str(local_conf)
+    answer = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=30)
+    if answer.returncode != 0 or not answer.stdout.strip():
+        pytest.skip(
+            f"sbatch is here but no SLURM cluster answers ({answer.stderr.strip()}): scripts/slurm_local.sh start"
+        )
+    return answer.stdout.split()[0].rstrip("*")  # the default partition

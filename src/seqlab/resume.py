@@ -1,9 +1,10 @@
 """Surviving a kill: atomic checkpoint files, a `last.ckpt` every few steps and on SIGTERM, and resuming.
 
 `python train.py <same overrides> resume=<run dir>` continues that run in its own dir from
-`checkpoints/last.ckpt`. The weights, the optimizer, Lightning's loop counters, the best-checkpoint score,
-the train loader's position (`TrainBatches.state_dict`) and the run's counters all travel in the
-checkpoint, so the resumed run ends with the same numbers as one that was never stopped.
+`checkpoints/last.ckpt` (a job that SLURM requeued does so by itself: seqlab.slurm). The weights, the
+optimizer, Lightning's loop counters, the best-checkpoint score, the train loader's position
+(`TrainBatches.state_dict`) and the run's counters all travel in the checkpoint, so the resumed run ends
+with the same numbers as one that was never stopped.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqlab.data import Vocab
 from seqlab.errors import ConfigError, Interrupted
 from seqlab.rundir import resume_problem
+from seqlab.slurm import requeued_run, submitit_requeue
 from seqlab.sweep import in_multirun, stop_file
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,8 @@ class ResumeCheckpoint(Checkpoint):
     best-on-val/loss `ModelCheckpoint`, so the saved state includes the best score of that validation.
     SIGTERM (what SLURM sends before pre-emption) or a first Ctrl-C only sets a flag: the step in flight
     finishes, the checkpoint is saved at the next save point, and the run stops with status `interrupted`.
-    A second Ctrl-C stops at once.
+    A second Ctrl-C stops at once. In a submitit job, submitit's requeue signal (USR2) does the same and then
+    hands over to submitit, which requeues the job.
     """
 
     def __init__(self, dirpath: str, every_n_steps: int = 50) -> None:
@@ -66,7 +69,8 @@ class ResumeCheckpoint(Checkpoint):
             raise ConfigError(f"callbacks.resume.every_n_steps={every_n_steps}: must be a positive integer")
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps = every_n_steps
-        self.stop_requested = False
+        self.stop_requested, self.signum = False, None
+        self.requeue: tuple[int, Any] | None = None
         self.sweep_stop = stop_file()  # a sweep's launcher asks its jobs to stop through this file
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
@@ -82,12 +86,20 @@ class ResumeCheckpoint(Checkpoint):
         if trainer.world_size == 1:
             signal.signal(signal.SIGTERM, self._request_stop)
             signal.signal(signal.SIGINT, self._request_stop)
+            # a SLURM sweep job (submitit): its requeue signal saves first, then submitit requeues the job
+            self.requeue = submitit_requeue()
+            if self.requeue is not None:
+                signal.signal(self.requeue[0], self._request_stop)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.requeue is not None:  # after the fit (e.g. while testing) submitit requeues as usual
+            signal.signal(*self.requeue)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
         if self.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         log.warning("%s: saving %s after this step, then stopping", signal.Signals(signum).name, self.path)
-        self.stop_requested = True
+        self.stop_requested, self.signum = True, signum
 
     def _will_validate(self, trainer: L.Trainer) -> bool:
         epoch_loop = trainer.fit_loop.epoch_loop
@@ -100,6 +112,8 @@ class ResumeCheckpoint(Checkpoint):
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # the whole state; also keeps Lightning quiet
         if self.stop_requested:
+            if self.requeue is not None and self.signum == self.requeue[0]:
+                self.requeue[1](self.signum, None)  # submitit: `scontrol requeue`, then exits
             raise Interrupted(f"stopped by a signal at step {trainer.global_step}; saved {self.path}")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
@@ -124,9 +138,11 @@ def resume_checkpoint(
     resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
     if resume is not None and ckpt_path is not None:
         raise ConfigError(f"resume={resume} and ckpt_path={ckpt_path}: give one of them")
-    if resume is None and ckpt_path is None:
+    requeued = None if resume is not None or ckpt_path is not None else requeued_run(Path(cfg.paths.output_dir))
+    if resume is None and ckpt_path is None and requeued is None:
         return None
-    if resume is not None and in_multirun():  # every job would load the same checkpoint
+    resume = str(requeued) if requeued is not None else resume  # seqlab.slurm: a requeued job continues itself
+    if resume is not None and in_multirun() and requeued is None:  # every job would load the same checkpoint
         raise ConfigError(
             f"resume={resume}: resume one job at a time, without -m (its overrides plus resume=<its dir>)"
         )

@@ -29,6 +29,7 @@ from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
+from seqlab.slurm import job_key
 from seqlab.sweep import in_multirun, job_plan, threads_from_config
 from seqlab.system import LanguageModel
 
@@ -281,7 +282,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         message, exit_code = (f"{message}; and {note}" if message else f"failed: {note}"), exit_code or 1
     if message:
         print(message, file=sys.stderr)
-        if not in_multirun():
+        # an interrupted SLURM job is being requeued or pre-empted: end the process, so that a sweep's
+        # launcher (submitit) records no result for this start and waits for the next one
+        if not in_multirun() or (metrics["status"] == "interrupted" and job_key()):
             sys.exit(exit_code)
     else:
         log.info("done: best val ppl %.3f, test ppl %.3f -> %s", metrics["best_val_ppl"], metrics["test_ppl"], out_dir)

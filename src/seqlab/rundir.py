@@ -4,7 +4,8 @@ Hydra creates the run dir and writes `.hydra/` into it before the job starts, so
 (see conf/hydra/default.yaml) that runs first:
 - a new run claims its dir by creating `<dir>/.hydra` exclusively, so two runs started in the same second
   (two shells, a loop, two users) never share one: the second default name gets `_2`, `_3`, ...; an
-  explicit `hydra.run.dir` that already holds a run is refused;
+  explicit `hydra.run.dir` that already holds a run is refused; so is a SLURM job's dir (named by its job id)
+  in the job's first start, while a requeued start finds it again (seqlab.slurm resumes it);
 - `resume=<run dir>` must name an existing dir. Hydra then writes nothing there (`.hydra/` waits until the
   run has accepted the checkpoint, see seqlab.run), so a refused resume leaves that run as it was.
 Bad values get one line and exit code 2. Light on purpose: no torch, so these answers come at once.
@@ -18,6 +19,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
+
+from seqlab import slurm
 
 
 def claim(path: Path, unique: bool) -> Path | None:
@@ -70,13 +73,16 @@ class RunDir(Callback):
                 return
             explicit = any(o.split("=", 1)[0].lstrip("+") == "hydra.run.dir" for o in config.hydra.overrides.hydra)
             wanted = Path(config.hydra.run.dir)
+            if slurm.job_key() is not None and (wanted / ".hydra").is_dir() and slurm.restarts() > 0:
+                return  # a requeued SLURM job: its own dir (named by the job id) again, resumed by seqlab.slurm
             try:
-                claimed = claim(wanted, unique=not explicit)
+                # a SLURM job's dir is named by its job id, the same in every start: never renamed to `_2`
+                claimed = claim(wanted, unique=not explicit and slurm.job_key() is None)
             except OSError as err:
                 fail(f"hydra.run.dir={wanted}: cannot create it ({err.strerror})")
             if claimed is None:
                 fail(
                     f"hydra.run.dir={wanted}: already holds a run; continue it with resume={wanted}, "
-                    "or choose another dir"
+                    "or choose another dir (under SLURM: one run per job or array task)"
                 )
             config.hydra.run.dir = str(claimed)
