@@ -19,6 +19,8 @@ from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from seqlab.callbacks.known_source import KnownSource, has_known_optimum
+from seqlab.callbacks.known_source import summary as known_source_summary
 from seqlab.data import TextDataModule
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint
@@ -74,7 +76,7 @@ def summary_hparams(cfg: DictConfig, n_params: int | None = None) -> dict[str, A
         "emb_dim": cfg.model.get("emb_dim"),
         "window": cfg.model.get("window") or (cfg.data.context_length if "window" in cfg.model else None),
         "recurrent_radius": cfg.model.get("recurrent_radius"),
-        "context_length": cfg.data.context_length,
+        "context_length": cfg.data.context_length,  # null for data=recall: the run fills it in
         "batch_size": cfg.data.batch_size,
         "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.get("weight_decay"),
@@ -104,13 +106,14 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
         model=OmegaConf.to_container(cfg.model, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         vocab_size=datamodule.vocab_size,
-        context_length=cfg.data.context_length,
+        context_length=datamodule.context_length,  # data=recall derives it from the episode
         level=datamodule.level,
     )
     system.vocab = datamodule.vocab
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
     )
+    metrics["hparams"]["context_length"] = datamodule.context_length
     log.info(
         "%s on %s: %s parameters, vocab %d, %d train tokens",
         metrics["model"],
@@ -122,6 +125,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
 
     ckpt_path = resume_checkpoint(cfg, system)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    known_source = KnownSource() if has_known_optimum(datamodule) else None  # optimal_loss, excess_loss, recall_acc
+    callbacks += [known_source] if known_source else []
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     if logger:
@@ -145,6 +150,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
 
     (test,) = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None)
     metrics.update(test_loss=test["test/loss"], test_ppl=test["test/ppl"])
+    if known_source:
+        metrics.update(known_source_summary(datamodule, test["test/loss"], best_val_loss, known_source))
     if logger:
         logger.log_hyperparams(
             metrics["hparams"], {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
