@@ -147,23 +147,20 @@ def text_properties(text: str) -> dict[str, np.ndarray]:
 @torch.no_grad()
 def hidden_states(model: nn.Module, ids: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
     """(N, D) every state tensor after each token, all layers concatenated, from the explicit recurrence
-    (`step_embedded`, or `unroll` for an older single-layer model), and a name for each of the D units."""
+    (`step_embedded`, the reference recurrence), and a name for each of the D units, e.g. "c[0,17]"."""
     e = model.embed(ids[None])  # (1, N, E)
-    if hasattr(model, "step_embedded"):
-        state = model.initial_state(1, ids.device)
-        rows = []
-        for t in range(e.shape[1]):
-            _, state = model.step_embedded(e[:, t], state)
-            rows.append(torch.cat([s[:, 0].flatten() for s in state]))
-        names = [
-            f"{name}[{layer},{i}]"
-            for name, s in zip(model.state_names, state, strict=True)
-            for layer in range(s.shape[0])
-            for i in range(s.shape[-1])
-        ]
-        return torch.stack(rows), names
-    hs = torch.cat(model.unroll(e))  # (N, H)
-    return hs, [f"h[0,{i}]" for i in range(hs.shape[1])]
+    state = model.initial_state(1, ids.device)
+    rows = []
+    for t in range(e.shape[1]):
+        _, state = model.step_embedded(e[:, t], state)
+        rows.append(torch.cat([s[:, 0].flatten() for s in state]))  # (D,)
+    names = [
+        f"{name}[{layer},{i}]"
+        for name, s in zip(model.state_names, state, strict=True)
+        for layer in range(s.shape[0])
+        for i in range(s.shape[-1])
+    ]
+    return torch.stack(rows), names
 
 
 def one_hot_last(ids: torch.Tensor, k: int, vocab_size: int) -> torch.Tensor:
@@ -279,7 +276,7 @@ def probe(target: Path, out_dir: Path | None = None, tokens: int = 4096, chars: 
     images["params"] = plot_params(rows)
 
     # what the hidden state holds
-    if system.hparams.level == "char" and (hasattr(model, "step_embedded") or hasattr(model, "unroll")):
+    if system.hparams.level == "char" and hasattr(model, "step_embedded"):
         text_ids = ids[:chars]
         text = dm.vocab.decode(text_ids.tolist())
         features, unit_names = hidden_states(model, text_ids)

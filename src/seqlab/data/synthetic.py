@@ -241,7 +241,12 @@ class EpisodeBatches:
 
 
 class RecallDataModule(TextDataModule):
-    """`data=recall`: associative recall with a gap of d filler tokens. context_length = one episode − 1."""
+    """`data=recall`: associative recall with a gap of d filler tokens. context_length = one episode − 1.
+
+    `train_min_gap`: train episodes draw their gap from train_min_gap .. d (val and test stay at d). With only
+    gap-d examples a model gets no gradient until it already remembers (a plateau of thousands of steps, as in
+    the copy task); shorter gaps in training are the curriculum that lets a gated model find the mechanism.
+    """
 
     def __init__(
         self,
@@ -250,6 +255,7 @@ class RecallDataModule(TextDataModule):
         pairs: int = 2,
         gap: int = 16,
         fillers: int = 4,
+        train_min_gap: int | None = None,
         episodes: Sequence[int] = (20_000, 1_000, 1_000),
         source_seed: int = 0,
         batch_size: int = 32,
@@ -263,6 +269,8 @@ class RecallDataModule(TextDataModule):
             )
         if int(gap) < 0 or not 2 <= int(fillers) <= 8:
             raise ConfigError(f"data.gap={gap}, fillers={fillers}: need gap ≥ 0 and 1 ≤ fillers ≤ 8")
+        if train_min_gap is not None and not 0 <= int(train_min_gap) <= int(gap):
+            raise ConfigError(f"data.train_min_gap={train_min_gap}: must be between 0 and data.gap={gap} (or null)")
         if len(episodes) != 3 or min(int(n) for n in episodes) < 1:
             raise ConfigError(f"data.episodes={list(episodes)}: need three positive episode counts")
         self.recall = RecallSource(int(keys), int(values), int(pairs), int(gap), int(fillers))
@@ -283,13 +291,16 @@ class RecallDataModule(TextDataModule):
         )
         self.corpus = "recall"
         self.n_episodes = [int(n) for n in episodes]
+        self.train_min_gap = None if train_min_gap is None else int(train_min_gap)
         self.source_seed = int(source_seed)
         self.episodes: dict[str, torch.Tensor] = {}
 
     def _split_tokens(self) -> dict[str, list[str]]:
         tokens = {}
         for i, (split, n) in enumerate(zip(SPLITS, self.n_episodes, strict=True)):
-            ep = self.recall.sample(n, seed=self.source_seed * 1000 + 1 + i)
+            # val and test always at gap d: the closed-form optimum and recall_acc are about that distance
+            min_gap = self.train_min_gap if split == "train" else None
+            ep = self.recall.sample(n, seed=self.source_seed * 1000 + 1 + i, min_gap=min_gap)
             tokens[split] = [self.recall.alphabet[j] for j in ep.ravel()]
         return tokens
 
