@@ -15,6 +15,7 @@ from seqlab.probe import (
     chunk_loss,
     hidden_states,
     linear_probe,
+    main,
     one_hot_last,
     shuffle_before_last,
     text_properties,
@@ -119,28 +120,22 @@ def test_hidden_states_and_one_hot_shapes():
 
 
 @pytest.mark.slow
-def test_probe_cli_on_a_trained_run(tmp_path: Path, tiny_text: Path):
-    """Train a tiny char rnn and a tiny mlp_padded, probe both from the command line: tables, plots, TensorBoard."""
+def test_probe_cli_on_a_trained_run(tmp_path: Path, tiny_text: Path, capsys: pytest.CaptureFixture):
+    """Train a tiny char rnn and a tiny mlp_padded, probe both: tables, plots, TensorBoard, one-line notes."""
     env = {"PYTHONPATH": str(ROOT / "src"), "SEQLAB_DATA_DIR": str(DATA_DIR), "PATH": "/usr/bin:/bin"}
     quick = ["trainer.max_steps=4", "trainer.val_check_interval=2", "model.hidden_size=16", "data.context_length=16"]
     for model in ("rnn", "mlp_padded"):
         run = tmp_path / model
         cmd = [sys.executable, "train.py", f"model={model}", "data=text_file", f"data.path={tiny_text}", *quick]
         subprocess.run([*cmd, f"hydra.run.dir={run}"], cwd=ROOT, env=env, check=True, capture_output=True)
-        out = subprocess.run(
-            [sys.executable, "-m", "seqlab.probe", str(run), "--tokens", "256", "--chars", "600"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        assert out.returncode == 0, out.stderr
+        assert main([str(run), "--tokens", "256", "--chars", "600"]) == 0  # in-process: no second start-up
         files = {p.name for p in (run / "probe").iterdir()}
         assert {"probe.md", "probe_context_use.csv", "probe_order.csv", "probe_length.csv", "probe_params.csv"} <= files
         assert "probe/context_use/loss" in scalar_tags(run)
+        out = capsys.readouterr().out
         if model == "rnn":
             assert "probe_hidden_state.csv" in files and "probe_unit_since_space.png" in files
+            assert "all" in (run / "probe" / "probe_context_use.csv").read_text()  # the unbounded-history point
         else:  # one line, no traceback
-            assert "cannot run: mlp_padded sees at most 16 tokens" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "seqlab.probe", str(tmp_path / "nope")], cwd=ROOT, env=env)
-    assert bad.returncode == 2
+            assert "cannot run: mlp_padded sees at most 16 tokens" in out
+    assert main([str(tmp_path / "nope")]) == 2

@@ -132,3 +132,12 @@ def test_known_source_run_reports_excess(data: str, tmp_path: Path):
     if data == "recall":
         assert 0 <= metrics["recall_acc"] <= 1 and "val/recall_acc" in tags
         assert metrics["hparams"]["context_length"] == 4 * 2 + 4 - 1
+
+
+@pytest.mark.parametrize("preset", ["markov_limit", "recall_gap", "context_use"])
+def test_presets_compose(preset: str, tmp_path: Path):
+    cfg = compose_config([f"experiment={preset}"], tmp_path)
+    assert cfg.hydra.sweeper.params.model
+    if preset == "recall_gap":
+        dm = RecallDataModule(**{k: v for k, v in cfg.data.items() if k not in ("_target_", "data_dir")})
+        assert dm.context_length == 4 + cfg.data.gap - 1 and dm.train_min_gap == 1

@@ -416,6 +416,11 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pivot_params(rows: list[dict]) -> list[dict]:
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    return [{"model": m} | {f"T={r['context_length']}": r["params"] for r in rows if r["model"] == m} for m in models]
+
+
 def write(out_dir: Path, run_dir: Path, tables: dict, images: dict, notes: list[str], name: str) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
@@ -426,7 +431,8 @@ def write(out_dir: Path, run_dir: Path, tables: dict, images: dict, notes: list[
             writer.writeheader()
             writer.writerows(rows)
     report = [f"# probe: {name} ({run_dir})\n"] + [f"- {n}" for n in notes]
-    report += [f"\n## {key}\n\n{markdown(rows)}" for key, rows in tables.items()]
+    shown = {**tables, "params": pivot_params(tables["params"])}  # one row per model reads better
+    report += [f"\n## {key}\n\n{markdown(rows)}" for key, rows in shown.items()]
     (out_dir / "probe.md").write_text("\n".join(report))
     for key, image in images.items():
         plt.imsave(out_dir / f"probe_{key}.png", image)
