@@ -1,4 +1,5 @@
 """What a trained model uses: python -m seqlab.probe <run dir or checkpoint> [--out DIR] [--tokens N]
+(and `python -m seqlab.probe --recall-sweep <sweep dir>`: recall_acc vs gap beside the gradient at that distance)
 
 Measured on the val split, for any model (the seed's claims as numbers):
   context use     val loss when the model sees only the last k tokens, k = 1, 2, 4, …, T; for recurrent models
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import sys
@@ -409,7 +411,7 @@ def markdown(rows: list[dict]) -> str:
     keys = list(dict.fromkeys(k for r in rows for k in r))
 
     def fmt(v: Any) -> str:
-        return f"{v:.4f}" if isinstance(v, float) else "" if v is None else str(v)
+        return f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v)
 
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
@@ -454,14 +456,67 @@ def write(out_dir: Path, run_dir: Path, tables: dict, images: dict, notes: list[
     print(f"probe: {out_dir}/probe.md")
 
 
+def recall_sweep(sweep_dir: Path, out_dir: Path | None = None) -> list[dict[str, Any]]:
+    """A data=recall sweep (e.g. experiment=recall_gap) -> recall_acc by model and gap, beside the gradient that
+    reaches the stored value from the answer's loss, ‖∂L_T/∂h‖ at distance gap + 1 (the last profile, and the
+    first, at init): recall.csv / .md / .png."""
+    rows = []
+    for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
+        job = metrics_file.parent
+        m = json.loads(metrics_file.read_text())
+        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        gap, pairs = int(cfg.data.gap), int(cfg.data.pairs)
+        profiles = [json.loads(line) for line in (job / "grad_profile.jsonl").read_text().splitlines() if line]
+        # from the last query (the last input) back to the last pair's value (the queried one when pairs = 1)
+        distance = 2 * pairs - 1 + gap
+        g = {f"g_h_{when}": p["g_h_mean"][distance] for when, p in (("init", profiles[0]), ("end", profiles[-1]))}
+        rows.append(
+            {"model": m["model"], "gap": gap, "recall_acc": m.get("recall_acc"), "chance": m.get("chance_recall_acc")}
+            | {"excess_loss": m.get("excess_loss"), "steps": m.get("steps"), "distance": distance}
+            | g
+            | {"status": m["status"]}
+        )
+    rows.sort(key=lambda r: (r["model"], r["gap"]))
+    out_dir = out_dir or sweep_dir
+    with open(out_dir / "recall.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / "recall.md").write_text(markdown(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=90)
+    for model in dict.fromkeys(r["model"] for r in rows):
+        mine = [r for r in rows if r["model"] == model and r["recall_acc"] is not None]
+        left.plot([r["gap"] for r in mine], [r["recall_acc"] for r in mine], "o-", label=model)
+        right.plot([r["gap"] for r in mine], [r["g_h_end"] for r in mine], "o-", label=f"{model}, trained")
+        right.plot([r["gap"] for r in mine], [r["g_h_init"] for r in mine], "x:", color=right.lines[-1].get_color())
+    if rows[0]["chance"]:
+        left.axhline(rows[0]["chance"], color="k", ls="--", label="chance")
+    left.set_ylabel("recall_acc (test)")
+    right.set_ylabel("‖∂L_answer/∂h‖ at the value (x: at init)")
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("gap d (filler tokens between the pair and its query)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    plt.imsave(out_dir / "recall.png", _render(fig))
+    print(f"recall: {out_dir}/recall.md")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("target", type=Path, help="a run dir (its best checkpoint) or a .ckpt file")
+    parser.add_argument("--recall-sweep", action="store_true", help="target is a data=recall sweep dir: tabulate it")
     parser.add_argument("--out", type=Path, default=None, help="where the tables and plots go (default <run>/probe)")
     parser.add_argument("--tokens", type=int, default=4096, help="val targets scored per measurement")
     parser.add_argument("--chars", type=int, default=6000, help="characters of text for the hidden-state probes")
     args = parser.parse_args(argv)
     try:
+        if args.recall_sweep:
+            recall_sweep(args.target, args.out)
+            return 0
         probe(args.target, args.out, args.tokens, args.chars)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
