@@ -217,6 +217,15 @@ def load(target: Path) -> tuple[Any, Path, Any]:
     return system, run_dir, datamodule
 
 
+def params_table(vocab_size: int, lengths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)) -> list[dict[str, Any]]:
+    models = sorted((ROOT / "conf" / "model").glob("*.yaml"))
+    return [
+        {"model": m.stem, "context_length": T, "params": count_params(m, vocab_size, T)}
+        for m in models
+        for T in lengths
+    ]
+
+
 def powers_of_two(T: int) -> list[int]:
     return sorted({2**i for i in range(int(math.log2(T)) + 1)} | {T})
 
@@ -230,6 +239,11 @@ def probe(target: Path, out_dir: Path | None = None, tokens: int = 4096, chars: 
     tables: dict[str, list[dict[str, Any]]] = {}
     images: dict[str, np.ndarray] = {}
     notes: list[str] = []
+    if hasattr(dm, "answer_positions"):  # windows of a stream of episodes would mix episodes: nothing to learn
+        notes.append(f"{dm.describe()}: episodes, not a stream; see `python -m seqlab.probe --recall-sweep SWEEP`")
+        tables["params"] = params_table(dm.vocab_size)
+        write(out_dir, run_dir, tables, {"params": plot_params(tables["params"])}, notes, name)
+        return tables
     # the same targets for every k: each has at least T tokens of history
     ends = torch.arange(T - 1, len(ids) - 1)[:tokens]
 
@@ -268,14 +282,8 @@ def probe(target: Path, out_dir: Path | None = None, tokens: int = 4096, chars: 
     tables["length"] = rows
 
     # parameters vs context length, every model in conf/model/
-    rows = []
-    for yaml in sorted((ROOT / "conf" / "model").glob("*.yaml")):
-        for length in (16, 32, 64, 128, 256, 512):
-            rows.append(
-                {"model": yaml.stem, "context_length": length, "params": count_params(yaml, dm.vocab_size, length)}
-            )
-    tables["params"] = rows
-    images["params"] = plot_params(rows)
+    tables["params"] = params_table(dm.vocab_size)
+    images["params"] = plot_params(tables["params"])
 
     # what the hidden state holds
     if system.hparams.level == "char" and hasattr(model, "step_embedded"):
@@ -439,13 +447,13 @@ def write(out_dir: Path, run_dir: Path, tables: dict, images: dict, notes: list[
     for key, image in images.items():
         plt.imsave(out_dir / f"probe_{key}.png", image)
     with SummaryWriter(str(run_dir)) as tb:  # a new event file beside the run's own: the same run in TensorBoard
-        for r in tables["context_use"]:
+        for r in tables.get("context_use", []):
             if r["k"] != "all":
                 tb.add_scalar("probe/context_use/loss", r["loss"], r["k"])
-        for r in tables["order"]:
+        for r in tables.get("order", []):
             tb.add_scalar("probe/order/shuffled", r["shuffled"], r["m"])
             tb.add_scalar("probe/order/intact", r["intact"], r["m"])
-        for r in tables["length"]:
+        for r in tables.get("length", []):
             if r["loss"] is not None:
                 tb.add_scalar("probe/length/loss", r["loss"], r["length"])
         for key, image in images.items():
