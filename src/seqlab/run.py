@@ -23,6 +23,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from seqlab.callbacks.known_source import KnownSource, has_known_optimum
+from seqlab.callbacks.known_source import summary as known_source_summary
 from seqlab.callbacks.progress import quiet_lightning
 from seqlab.config import check_config
 from seqlab.data import TextDataModule
@@ -86,7 +88,7 @@ def summary_hparams(cfg: DictConfig, n_params: int | None = None) -> dict[str, A
         "emb_dim": cfg.model.get("emb_dim"),
         "window": cfg.model.get("window") or (cfg.data.context_length if "window" in cfg.model else None),
         "recurrent_radius": cfg.model.get("recurrent_radius"),
-        "context_length": cfg.data.context_length,
+        "context_length": cfg.data.context_length,  # null for data=recall: the run fills it in
         "batch_size": cfg.data.batch_size,
         "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.get("weight_decay"),
@@ -125,7 +127,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
             model=model,
             optim=OmegaConf.to_container(cfg.optim, resolve=True),
             vocab_size=datamodule.vocab_size,
-            context_length=cfg.data.context_length,
+            context_length=datamodule.context_length,  # data=recall derives it from the episode
             level=datamodule.level,
         )
     except InstantiationException as err:  # the model refused its sizes (e.g. heads not dividing the width)
@@ -135,6 +137,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
     )
+    metrics["hparams"]["context_length"] = datamodule.context_length
     log.info(
         "%s on %s: %s parameters, vocab %d, %d train tokens",
         metrics["model"],
@@ -145,6 +148,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     )
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    known_source = KnownSource() if has_known_optimum(datamodule) else None  # optimal_loss, excess_loss, recall_acc
+    callbacks += [known_source] if known_source else []
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     if logger:
@@ -170,6 +175,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
 
     (test,) = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None, verbose=False)
     metrics.update(test_loss=test["test/loss"], test_ppl=test["test/ppl"])
+    if known_source:
+        metrics.update(known_source_summary(datamodule, test["test/loss"], best_val_loss, known_source))
     if logger:
         hp_metrics = {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
         if in_multirun():  # one HParams experiment for the whole sweep: seqlab.sweep.write_hparams_experiment
