@@ -10,6 +10,8 @@ Recurrent models add `unroll(e) -> list of h_t` (an explicit loop over the same 
 from seqlab.models.mlp_padded import PaddedMLP
 from seqlab.models.mlp_window import WindowMLP
 from seqlab.models.rnn import RNN
+from seqlab.models.transformer import Transformer
 from seqlab.models.unigram import Unigram
 
 __all__ = ["RNN", "PaddedMLP", "Unigram", "WindowMLP"]
+__all__ += ["Transformer"]
