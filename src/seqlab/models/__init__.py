@@ -7,11 +7,13 @@ The shared interface, which the system and the gradient probe rely on:
 Recurrent models add `unroll(e) -> list of h_t` (an explicit loop over the same weights) and `head`.
 """
 
+from seqlab.models.mingru import MinGRU
 from seqlab.models.mlp_padded import PaddedMLP
 from seqlab.models.mlp_window import WindowMLP
 from seqlab.models.rnn import RNN
+from seqlab.models.ssm import SSM
 from seqlab.models.transformer import Transformer
 from seqlab.models.unigram import Unigram
 
 __all__ = ["RNN", "PaddedMLP", "Unigram", "WindowMLP"]
-__all__ += ["Transformer"]
+__all__ += ["SSM", "MinGRU", "Transformer"]

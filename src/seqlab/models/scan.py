@@ -1,0 +1,61 @@
+"""Diagonal linear recurrences h_t = a_t ⊙ h_{t-1} + b_t over a whole chunk, given log a_t (a_t in (0, 1]).
+
+Three ways to compute the same h_1..h_T, tested equal in float64 (tests/test_scans.py):
+- `sequential_scan`: the plain loop, the reference (and the one to read).
+- `chunked_scan`: chunks of C steps; inside a chunk h_t = Σ_{s≤t} exp(Σ_{s<r≤t} log a_r) b_s as one masked
+  (C, C) decay matrix per channel (exact and stable, as Mamba-2's "segsum"), then a loop over T/C chunks
+  that carries the state across chunk boundaries.
+- `log_space_scan`: Heinsen (2023), for positive b: log h_t = a*_t + logcumsumexp_{s≤t}(log b_s − a*_s) with
+  a*_t = Σ_{r≤t} log a_r, fully parallel in T. minGRU feeds it log b directly (its g(x) > 0).
+
+An initial state h_0 enters every path as one step more (a bug class in public parallel scans is to drop it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sequential_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """log_a, b (B, T, N), h0 (B, N) or None (zeros) -> h (B, T, N)."""
+    a = log_a.exp()
+    h = b.new_zeros(b.shape[0], b.shape[2]) if h0 is None else h0
+    hs = []
+    for t in range(b.shape[1]):
+        h = a[:, t] * h + b[:, t]
+        hs.append(h)
+    return torch.stack(hs, dim=1)
+
+
+def chunked_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, chunk: int = 16) -> torch.Tensor:
+    """log_a, b (B, T, N), h0 (B, N) or None -> h (B, T, N); memory O(B·T·C·N) for the decay matrices."""
+    B, T, N = b.shape
+    pad = -T % chunk
+    log_a, b = F.pad(log_a, (0, 0, 0, pad)), F.pad(b, (0, 0, 0, pad))  # padded steps: a = 1, b = 0
+    K = (T + pad) // chunk
+    cum = log_a.reshape(B, K, chunk, N).cumsum(2)  # (B, K, C, N): log of the decay from the chunk start
+    diff = cum.unsqueeze(3) - cum.unsqueeze(2)  # (B, K, C_t, C_s, N): log decay from s to t
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=b.device).tril()[:, :, None]
+    decay = diff.masked_fill(~causal, float("-inf")).exp()  # mask before exp: s > t would overflow
+    h_local = torch.einsum("bktsn,bksn->bktn", decay, b.reshape(B, K, chunk, N))  # (B, K, C, N) from h = 0
+    from_start = cum.exp()  # (B, K, C, N): what a state at the chunk start is multiplied by
+    h = b.new_zeros(B, N) if h0 is None else h0
+    out = []
+    for k in range(K):
+        hk = h_local[:, k] + from_start[:, k] * h.unsqueeze(1)  # (B, C, N)
+        out.append(hk)
+        h = hk[:, -1]
+    return torch.cat(out, dim=1)[:, :T]
+
+
+def log_space_scan(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """log_a, log_b (B, T, N), h0 (B, N) positive or None -> h (B, T, N) (Heinsen 2023: b > 0 only)."""
+    if h0 is not None:  # h_0 as step 0 with a = 1; a zero state becomes the smallest positive number
+        log_h0 = h0.clamp_min(torch.finfo(h0.dtype).tiny).log()
+        log_a = F.pad(log_a, (0, 0, 1, 0))
+        log_b = torch.cat([log_h0.unsqueeze(1), log_b], dim=1)
+    a_star = log_a.cumsum(1)  # (B, T', N)
+    log_h = a_star + torch.logcumsumexp(log_b - a_star, dim=1)
+    h = log_h.exp()
+    return h if h0 is None else h[:, 1:]
