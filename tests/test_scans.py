@@ -19,9 +19,9 @@ def inputs(T: int, positive: bool, with_h0: bool):
     return log_a, b, h0, leaves
 
 
-def check(fast, T: int, positive: bool, with_h0: bool) -> None:
+def check(fast, T: int, positive: bool, with_h0: bool, loop=sequential_scan) -> None:
     log_a, b, h0, leaves = inputs(T, positive, with_h0)
-    expected = sequential_scan(log_a, b, h0)
+    expected = loop(log_a, b, h0)
     weights = torch.randn_like(expected)
     expected_grads = torch.autograd.grad((expected * weights).sum(), leaves)
     got = fast(log_a, b, h0)
@@ -34,6 +34,15 @@ def check(fast, T: int, positive: bool, with_h0: bool) -> None:
 @pytest.mark.parametrize(("T", "chunk"), [(1, 4), (7, 4), (16, 4), (33, 16), (40, 64)])
 def test_chunked_scan_equals_loop(T, chunk, with_h0):
     check(lambda la, b, h0: chunked_scan(la, b, h0, chunk=chunk), T, positive=False, with_h0=with_h0)
+
+
+@pytest.mark.parametrize("with_h0", [False, True])
+@pytest.mark.parametrize(("T", "chunk"), [(5, 4), (32, 8)])
+def test_chunked_scan_with_a_fixed_decay_equals_loop(T, chunk, with_h0):
+    def fixed(log_a, b, h0):  # one decay per channel, as the LRU's λ
+        return chunked_scan(log_a[0, 0], b, h0, chunk=chunk)
+
+    check(fixed, T, positive=False, with_h0=with_h0, loop=lambda la, b, h0: sequential_scan(la[0, 0], b, h0))
 
 
 @pytest.mark.parametrize("with_h0", [False, True])

@@ -18,32 +18,36 @@ import torch.nn.functional as F
 
 
 def sequential_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
-    """log_a, b (B, T, N), h0 (B, N) or None (zeros) -> h (B, T, N)."""
-    a = log_a.exp()
+    """log_a (B, T, N) or (N,), b (B, T, N), h0 (B, N) or None (zeros) -> h (B, T, N)."""
+    a = log_a.exp().expand_as(b)
     h = b.new_zeros(b.shape[0], b.shape[2]) if h0 is None else h0
     hs = []
-    for t in range(b.shape[1]):
-        h = a[:, t] * h + b[:, t]
+    for a_t, b_t in zip(a.unbind(1), b.unbind(1), strict=True):  # unbind: one backward node, not T zero-filled
+        h = a_t * h + b_t
         hs.append(h)
     return torch.stack(hs, dim=1)
 
 
-def chunked_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, chunk: int = 16) -> torch.Tensor:
-    """log_a, b (B, T, N), h0 (B, N) or None -> h (B, T, N); memory O(B·T·C·N) for the decay matrices."""
+def chunked_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, chunk: int = 32) -> torch.Tensor:
+    """log_a (B, T, N) or (N,) (the same decay at every step, as in an LRU), b (B, T, N), h0 (B, N) or None
+    -> h (B, T, N). The decay matrices take O(C²·N) memory for a fixed decay, O(B·T·C·N) otherwise."""
     B, T, N = b.shape
     pad = -T % chunk
-    log_a, b = F.pad(log_a, (0, 0, 0, pad)), F.pad(b, (0, 0, 0, pad))  # padded steps: a = 1, b = 0
     K = (T + pad) // chunk
-    cum = log_a.reshape(B, K, chunk, N).cumsum(2)  # (B, K, C, N): log of the decay from the chunk start
-    diff = cum.unsqueeze(3) - cum.unsqueeze(2)  # (B, K, C_t, C_s, N): log decay from s to t
+    b = F.pad(b, (0, 0, 0, pad)).reshape(B, K, chunk, N)  # padded steps come last and are cut off
+    if log_a.dim() == 1:  # log of the decay from the chunk start, (C, N)
+        cum = log_a * torch.arange(1, chunk + 1, dtype=b.dtype, device=b.device)[:, None]
+    else:  # (B, K, C, N)
+        cum = F.pad(log_a, (0, 0, 0, pad)).reshape(B, K, chunk, N).cumsum(2)
+    diff = cum.unsqueeze(-2) - cum.unsqueeze(-3)  # (..., C_t, C_s, N): log decay from s to t
     causal = torch.ones(chunk, chunk, dtype=torch.bool, device=b.device).tril()[:, :, None]
     decay = diff.masked_fill(~causal, float("-inf")).exp()  # mask before exp: s > t would overflow
-    h_local = torch.einsum("bktsn,bksn->bktn", decay, b.reshape(B, K, chunk, N))  # (B, K, C, N) from h = 0
-    from_start = cum.exp()  # (B, K, C, N): what a state at the chunk start is multiplied by
+    h_local = torch.einsum("tsn,bksn->bktn" if log_a.dim() == 1 else "bktsn,bksn->bktn", decay, b)  # from h = 0
+    from_start = cum.exp().expand(B, K, chunk, N)  # what a state at the chunk start is multiplied by
     h = b.new_zeros(B, N) if h0 is None else h0
     out = []
-    for k in range(K):
-        hk = h_local[:, k] + from_start[:, k] * h.unsqueeze(1)  # (B, C, N)
+    for h_local_k, from_start_k in zip(h_local.unbind(1), from_start.unbind(1), strict=True):
+        hk = h_local_k + from_start_k * h.unsqueeze(1)  # (B, C, N)
         out.append(hk)
         h = hk[:, -1]
     return torch.cat(out, dim=1)[:, :T]

@@ -32,7 +32,7 @@ class LRULayer(nn.Module):
         """x (B, T, D), h0 (B, N) or None -> x (B, T, D), h_T (B, N)."""
         u = self.norm(x)
         b = self.gamma_log.exp() * self.in_proj(u)  # (B, T, N): input normalised by γ
-        h = scan(self.log_lambda().expand_as(b), b, h0)  # (B, T, N)
+        h = scan(self.log_lambda(), b, h0)  # (B, T, N)
         return self.mix(x, u, h), h[:, -1]
 
     def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,8 +49,10 @@ class SSM(nn.Module):
     λ is real here (the paper's is complex), so it shares one scan with minGRU; state_names = ("h",), the
     per-layer h_t (num_layers, B, hidden_size).
 
-    Training runs the recurrence over the whole chunk with `scan` ("chunked": `chunked_scan`, or "loop"),
-    chosen by measurement on a 2-core CPU (see README); `step_embedded` is the reference recurrence, one step.
+    Training runs the recurrence over the whole chunk with `scan`: "loop" (`sequential_scan`) or "chunked"
+    (`chunked_scan`, parallel inside chunks). On a 2-core CPU the loop measured fastest (≈2× the chunked scan at
+    context 64, even at 1024; benchmarks/scans.py), so it is the default. `step_embedded` is the same
+    recurrence, one step.
     """
 
     state_names = ("h",)
@@ -64,7 +66,7 @@ class SSM(nn.Module):
         num_layers: int = 2,
         r_min: float = 0.5,
         r_max: float = 0.999,
-        scan: str = "chunked",
+        scan: str = "loop",
     ) -> None:
         super().__init__()
         if scan not in SCANS:
