@@ -100,13 +100,18 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.save_vocab(out_dir / "vocab.json")
-    system = LanguageModel(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        vocab_size=datamodule.vocab_size,
-        context_length=cfg.data.context_length,
-        level=datamodule.level,
-    )
+    try:
+        system = LanguageModel(
+            model=OmegaConf.to_container(cfg.model, resolve=True),
+            optim=OmegaConf.to_container(cfg.optim, resolve=True),
+            vocab_size=datamodule.vocab_size,
+            context_length=cfg.data.context_length,
+            level=datamodule.level,
+        )
+    except InstantiationException as err:  # a model's own check (e.g. model.tie_weights) stays a ConfigError
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
     system.vocab = datamodule.vocab
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
