@@ -8,7 +8,7 @@ Three ways to compute the same h_1..h_T, tested equal in float64 (tests/test_sca
 - `log_space_scan`: Heinsen (2023), for positive b: log h_t = a*_t + logcumsumexp_{s≤t}(log b_s − a*_s) with
   a*_t = Σ_{r≤t} log a_r, fully parallel in T. minGRU feeds it log b directly (its g(x) > 0).
 
-An initial state h_0 enters every path as one step more (a bug class in public parallel scans is to drop it).
+An initial state h_0 enters every path (a bug class in public parallel scans is to drop it; tests check it).
 """
 
 from __future__ import annotations
@@ -54,12 +54,7 @@ def chunked_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None =
 
 
 def log_space_scan(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
-    """log_a, log_b (B, T, N), h0 (B, N) positive or None -> h (B, T, N) (Heinsen 2023: b > 0 only)."""
-    if h0 is not None:  # h_0 as step 0 with a = 1; a zero state becomes the smallest positive number
-        log_h0 = h0.clamp_min(torch.finfo(h0.dtype).tiny).log()
-        log_a = F.pad(log_a, (0, 0, 1, 0))
-        log_b = torch.cat([log_h0.unsqueeze(1), log_b], dim=1)
-    a_star = log_a.cumsum(1)  # (B, T', N)
-    log_h = a_star + torch.logcumsumexp(log_b - a_star, dim=1)
-    h = log_h.exp()
-    return h if h0 is None else h[:, 1:]
+    """log_a, log_b (B, T, N), h0 (B, N) of any sign, or None -> h (B, T, N) (Heinsen 2023: b > 0 only)."""
+    a_star = log_a.cumsum(1)  # (B, T, N): log of the decay from the start
+    h = (a_star + torch.logcumsumexp(log_b - a_star, dim=1)).exp()  # the scan from h_0 = 0
+    return h if h0 is None else h + a_star.exp() * h0.unsqueeze(1)  # h_0 enters linearly, whatever its sign
