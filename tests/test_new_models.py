@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from seqlab.callbacks.gradient_profile import gradient_profile
 from seqlab.models import SSM, MinGRU, Transformer
+from seqlab.sampling import generate
 
 V, T, B = 13, 10, 4
 
@@ -40,3 +41,22 @@ def test_transformer_probe_reaches_every_position():
     model = Transformer(V, T, emb_dim=8, num_layers=2, num_heads=2).double()
     profile = gradient_profile(model, torch.randint(V, (B, T)), torch.randint(V, (B, T)))
     assert set(profile) == {"x"} and (profile["x"] > 0).all()
+
+
+@pytest.mark.parametrize("model_class", [SSM, MinGRU, Transformer])
+def test_streaming_generation_equals_rereading(model_class):
+    """generate() streams through `step`: the SSM and minGRU draw what re-reading the whole history draws,
+    far past the context; the Transformer what re-reading its last context_length tokens draws (its window)."""
+    torch.manual_seed(0)
+    kwargs = {"num_heads": 2} if model_class is Transformer else {"hidden_size": 6}
+    model = model_class(V, T, emb_dim=8, num_layers=2, **kwargs).double().eval()
+    prompt = torch.randint(V, (2, 3))
+    streamed = generate(model, prompt, 30, 0.9, torch.Generator().manual_seed(7), context_length=T)
+    window = T if model_class is Transformer else None
+    generator, idx = torch.Generator().manual_seed(7), prompt
+    with torch.no_grad():
+        for _ in range(30):
+            context = idx if window is None else idx[:, -window:]
+            probs = torch.softmax(model(context)[:, -1].float() / 0.9, dim=-1)
+            idx = torch.cat([idx, torch.multinomial(probs, 1, generator=generator)], dim=1)
+    assert torch.equal(streamed, idx)

@@ -103,10 +103,10 @@ def activation_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
     return sum(saved.values())
 
 
-def measure_training(names, sizes, contexts, tokens, repeats, steps, max_step_s) -> list[dict]:
+def measure_training(names, sizes, contexts, B, repeats, steps, max_step_s) -> list[dict]:
     rows, active = [], list(names)
     for T in contexts:
-        B = max(1, tokens // T)  # the same tokens per step at every context
+        # a fixed batch: with fixed tokens per step, a recurrence's per-step overhead would grow like T²/tokens
         x = torch.randint(VOCAB, (B, T + 1))
         setups = {}
         for name in active:
@@ -208,6 +208,15 @@ def reach_at_init(names, sizes, T: int) -> dict[str, float]:
     return out
 
 
+FIT_FROM = 256  # below it, fixed per-step costs hide how the cost grows
+
+
+def exponent(xs, ys) -> float:
+    """The log-log slope over x ≥ FIT_FROM (over every point when fewer than two are that large)."""
+    pts = [(x, y) for x, y in zip(xs, ys, strict=True) if x >= FIT_FROM]
+    return slope(*zip(*pts, strict=True)) if len(pts) > 1 else slope(xs, ys)
+
+
 def slope(xs, ys) -> float:
     """The fitted exponent k of y ∝ x^k (least squares on log-log)."""
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0]) if len(xs) > 1 else float("nan")
@@ -221,15 +230,15 @@ def measured_cells(train, gen, reach, sizes_params) -> dict[str, dict[str, str]]
     for name in {r["model"] for r in train}:
         rows = by(train, name, "s_per_seq")
         cells["Compute (training)"][name] = (
-            f"T^{slope([r['context'] for r in rows], [r['s_per_seq'] for r in rows]):.2f}"
+            f"T^{exponent([r['context'] for r in rows], [r['s_per_seq'] for r in rows]):.2f}"
         )
         mem = [r["activation_bytes_per_seq"] for r in rows]
-        cells["Training memory"][name] = f"T^{slope([r['context'] for r in rows], mem):.2f}"
+        cells["Training memory"][name] = f"T^{exponent([r['context'] for r in rows], mem):.2f}"
     for name in {r["model"] for r in gen}:
         rows = by(gen, name, "decode_s")
         late = [r for r in rows if r["position"] >= 64] or rows
         first, last = late[0], late[-1]
-        k = slope([r["position"] for r in late], [r["decode_s"] for r in late])
+        k = exponent([r["position"] for r in late], [r["decode_s"] for r in late])
         growth = f", p^{k:.2f}" if len(late) > 1 else ""
         cells["Compute (inference)"][name] = f"{first['decode_s'] * 1e6:.0f}→{last['decode_s'] * 1e6:.0f} µs{growth}"
         cells["Streaming inference"][name] = f"{last['state_bytes']:,} B at p={last['position']}"
@@ -245,7 +254,7 @@ def measured_cells(train, gen, reach, sizes_params) -> dict[str, dict[str, str]]
 NOTES = {
     "Compute (training)": "fitted exponent of training time per sequence vs context T",
     "Training memory": "exponent of the activations a training step keeps, per sequence, vs T",
-    "Compute (inference)": "per-token decode latency at p=64 → the last position, and its exponent",
+    "Compute (inference)": "per-token decode latency at p=64 → the last position, and its exponent (p ≥ 256)",
     "Streaming inference": "what generation must keep (state, KV cache, or token window) at the last position",
     "Parallel training": "p tokens one step at a time / one chunk pass (prefill) over them",
     "Long-range deps": "g_x(T−1)/g_x(0) at init: gradient reaching the first input (trained: see the sweeps)",
@@ -293,7 +302,7 @@ def plot(train: list[dict], gen: list[dict]):
             pts = [(r[x_key], r[y_key]) for r in rows if r["model"] == name and r.get(y_key)]
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                k = f" (^{slope(xs, ys):.2f})" if x_key == "context" else ""
+                k = f" (^{exponent(xs, ys):.2f})" if x_key == "context" else ""
                 ax.plot(xs, ys, marker="o", ms=3, label=name + k, ls="--" if "no cache" in name else "-")
         ax.set(xscale="log", yscale="log", xlabel=x_key, ylabel=label)
         ax.grid(True, which="major", alpha=0.3)
@@ -309,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--params", type=int, default=100_000, help="matched parameter count (at context 64)")
     parser.add_argument("--contexts", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
     parser.add_argument("--positions", type=int, nargs="+", default=[2**k for k in range(12)])
-    parser.add_argument("--tokens", type=int, default=4096, help="batch × context of a training step")
+    parser.add_argument("--batch", type=int, default=8, help="sequences per training step, at every context")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="training steps per timing")
     parser.add_argument("--max-step-s", type=float, default=5.0, help="a model slower than this stops growing T")
@@ -317,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats, for CI")
     args = parser.parse_args(argv)
     if args.quick:
-        args.contexts, args.positions, args.tokens = [16, 32, 64], [1, 4, 16, 64], 256
+        args.contexts, args.positions, args.batch = [16, 32, 64], [1, 4, 16, 64], 2
         args.repeats, args.steps, args.params = 1, 1, 10_000
     torch.set_num_threads(args.threads)
     out = args.out or Path("outputs/properties") / time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -326,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = {name: matched_size(name, args.params, 64) for name in args.models}
     params = {name: n_params(build(name, 64, sizes[name])) for name in args.models}
     print("matched sizes:", ", ".join(f"{n} {sizes[n]} ({params[n]:,} params)" for n in args.models), flush=True)
-    train = measure_training(args.models, sizes, args.contexts, args.tokens, args.repeats, args.steps, args.max_step_s)
+    train = measure_training(args.models, sizes, args.contexts, args.batch, args.repeats, args.steps, args.max_step_s)
     gen = sorted(
         measure_generation(args.models, sizes, set(args.positions), args.repeats, 64),
         key=lambda r: (r["model"], r["position"]),
@@ -342,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             writer.writerows(rows)
     table = seed_table(cells)
     setup = (
-        f"{args.threads} thread(s), batch × context = {args.tokens} tokens per training step, "
+        f"{args.threads} thread(s), batch {args.batch} at every context, exponents fitted over T ≥ {FIT_FROM}, "
         f"{args.repeats} repeats × {args.steps} steps, models matched to ≈{args.params:,} parameters at context 64: "
         + ", ".join(f"{n} {params[n]:,}" for n in args.models)
     )
