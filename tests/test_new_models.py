@@ -60,3 +60,21 @@ def test_streaming_generation_equals_rereading(model_class):
             probs = torch.softmax(model(context)[:, -1].float() / 0.9, dim=-1)
             idx = torch.cat([idx, torch.multinomial(probs, 1, generator=generator)], dim=1)
     assert torch.equal(streamed, idx)
+
+
+BAD = {
+    "heads do not divide": (["model=transformer", "model.num_heads=3"], "model.num_heads=3: must divide"),
+    "ssm scan": (["model=ssm", "model.scan=fft"], "model.scan=fft: expected one of chunked, loop"),
+    "ssm radius": (["model=ssm", "model.r_max=1.0"], "need 0 <= r_min < r_max < 1"),
+    "mingru scan": (["model=mingru", "model.scan=parallel"], "model.scan=parallel: expected one of"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_model_values_are_one_line_config_errors(case, tiny_text, tmp_path, capsys):
+    from test_bad_inputs import expect_config_error
+
+    overrides, expected = BAD[case]
+    quick = ["data=text_file", f"data.path={tiny_text}", "data.context_length=32", "data.batch_size=16"]
+    quick += ["model.emb_dim=16", "trainer.accelerator=cpu", "trainer.max_steps=2", "callbacks.progress=null"]
+    assert expected in expect_config_error([*quick, *overrides], tmp_path, capsys)

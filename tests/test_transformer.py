@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from seqlab.errors import ConfigError
 from seqlab.models import Transformer
 
 V, T = 23, 10
@@ -54,5 +55,5 @@ def test_causal_with_large_weights(model):
 def test_too_long_input_and_bad_heads_are_clear_errors(model):
     with pytest.raises(ValueError, match="context_length=10"):
         model(torch.zeros(1, T + 1, dtype=torch.long))
-    with pytest.raises(ValueError, match="num_heads=3"):
+    with pytest.raises(ConfigError, match=r"model\.num_heads=3: must divide model\.emb_dim=16"):
         Transformer(V, T, emb_dim=16, num_heads=3)

@@ -2,6 +2,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlab.errors import ConfigError
 from seqlab.models.scan import chunked_scan, log_space_scan, sequential_scan
 
 
@@ -66,8 +67,8 @@ class MinGRU(nn.Module):
     ) -> None:
         super().__init__()
         if scan not in ("log", "chunked", "loop"):
-            raise ValueError(f"scan={scan}: expected one of chunked, log, loop")
-        self.scan, self.hidden_size = scan, hidden_size
+            raise ConfigError(f"model.scan={scan}: expected one of chunked, log, loop")
+        self.scan, self.hidden_size, self.num_layers = scan, hidden_size, num_layers
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)
         self.layers = nn.ModuleList(MinGRULayer(emb_dim, hidden_size) for _ in range(num_layers))
         self.ln_f, self.head = nn.LayerNorm(emb_dim), nn.Linear(emb_dim, vocab_size)

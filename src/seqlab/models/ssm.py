@@ -2,6 +2,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlab.errors import ConfigError
 from seqlab.models.scan import chunked_scan, sequential_scan
 
 SCANS = {"loop": sequential_scan, "chunked": chunked_scan}
@@ -70,8 +71,10 @@ class SSM(nn.Module):
     ) -> None:
         super().__init__()
         if scan not in SCANS:
-            raise ValueError(f"scan={scan}: expected one of {sorted(SCANS)}")
-        self.scan, self.hidden_size = SCANS[scan], hidden_size
+            raise ConfigError(f"model.scan={scan}: expected one of {', '.join(sorted(SCANS))}")
+        if not 0 <= r_min < r_max < 1:
+            raise ConfigError(f"model.r_min={r_min}, model.r_max={r_max}: need 0 <= r_min < r_max < 1")
+        self.scan, self.hidden_size, self.num_layers = SCANS[scan], hidden_size, num_layers
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)
         self.layers = nn.ModuleList(LRULayer(emb_dim, hidden_size, r_min, r_max) for _ in range(num_layers))
         self.ln_f, self.head = nn.LayerNorm(emb_dim), nn.Linear(emb_dim, vocab_size)

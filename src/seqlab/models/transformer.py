@@ -2,6 +2,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlab.errors import ConfigError
+
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ids (B, n), keys and values (L, B, heads, n, D/heads)
 
 
@@ -40,8 +42,8 @@ class Transformer(nn.Module):
     ) -> None:
         super().__init__()
         if emb_dim % num_heads:
-            raise ValueError(f"emb_dim={emb_dim} is not a multiple of num_heads={num_heads}")
-        self.context_length = context_length
+            raise ConfigError(f"model.num_heads={num_heads}: must divide model.emb_dim={emb_dim}")
+        self.context_length, self.num_layers = context_length, num_layers
         self.tok_emb, self.pos_emb = nn.Embedding(vocab_size, emb_dim), nn.Embedding(context_length, emb_dim)
         self.blocks = nn.ModuleList(Block(emb_dim, num_heads) for _ in range(num_layers))
         self.ln_f, self.head = nn.LayerNorm(emb_dim), nn.Linear(emb_dim, vocab_size)
