@@ -6,8 +6,8 @@
 Writes into --out: training.csv (time per sequence, training-step memory, by context), generation.csv (per-token
 decode latency, prefill time and state/cache bytes, by position), properties.md (the seed's table with measured
 cells beside its claims, and the tables behind it), properties.png, and the same as TensorBoard scalars, figure
-and text. Inputs are random token ids (speed and memory do not depend on the text). Timings are medians over
-repeats that alternate between the models, on `--threads` threads (1 by default: steadier on a shared machine).
+and text. Inputs are random token ids (speed and memory do not depend on the text). Timings are the fastest of
+repeats that alternate between the models (interference from other work only adds time), on `--threads` threads (1 by default: steadier on a shared machine).
 Memory on CPU is counted, not sampled: the bytes of the tensors autograd keeps for the backward pass
 (activations), plus 16 bytes per parameter (weights, gradients and AdamW's two moments, float32).
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,7 +122,7 @@ def measure_training(names, sizes, contexts, B, repeats, steps, max_step_s) -> l
                     train_step(model, opt, x)
                 times[name].append((time.perf_counter() - started) / steps)
         for name, (model, _) in setups.items():
-            step_s = statistics.median(times[name])
+            step_s = min(times[name])
             act = activation_bytes(model, x[:1])
             row = {"model": name, "context": T, "batch": B, "params": n_params(model), "step_s": step_s}
             row |= {"s_per_seq": step_s / B, "activation_bytes_per_seq": act}
@@ -131,7 +130,7 @@ def measure_training(names, sizes, contexts, B, repeats, steps, max_step_s) -> l
             print(
                 f"train  {name:12s} T={T:5d}  {row['s_per_seq'] * 1e3:9.3f} ms/seq  {act / 2**20:8.2f} MiB", flush=True
             )
-        active = [n for n in active if statistics.median(times[n]) <= max_step_s]  # too slow: stop growing T
+        active = [n for n in active if min(times[n]) <= max_step_s]  # too slow: stop growing T
     return rows
 
 
@@ -162,18 +161,18 @@ def measure_generation(names, sizes, positions, repeats, context_length: int) ->
             decode[name].append(seconds)
     for row in rows:
         name, p = row["model"], row["position"]
-        per_position = np.median(np.asarray(decode[name]), axis=0)  # (max_pos,)
+        per_position = np.min(np.asarray(decode[name]), axis=0)  # (max_pos,): the fastest repeat
         row["decode_s"] = float(np.median(per_position[p - max(1, p // 8) : p]))  # the last eighth up to p
         row["steps_s"] = float(per_position[:p].sum())  # the first p tokens, one step at a time
         prefill = models[name].prefill if name == "transformer" else models[name].forward_with_state
-        row["prefill_s"] = median_time(lambda: prefill(ids[:, :p]), repeats)  # noqa: B023
+        row["prefill_s"] = best_time(lambda: prefill(ids[:, :p]), repeats)  # noqa: B023
     for name, model in models.items():  # no step: each token is a forward over what the model can see
         label = name + " (no cache)" if name == "transformer" else name
         if name != "transformer" and hasattr(model, "step"):
             continue
         for p in positions:
             window = ids[:, :p] if name == "transformer" else ids[:, max(0, p - context_length) : p]
-            seconds = median_time(lambda: model(window), repeats)  # noqa: B023
+            seconds = best_time(lambda: model(window), repeats)  # noqa: B023
             rows.append({"model": label, "position": p, "state_bytes": window.numel() * 8, "decode_s": seconds})
     for row in sorted(rows, key=lambda r: (r["model"], r["position"])):
         print(
@@ -188,13 +187,13 @@ def state_bytes(state: Sequence[torch.Tensor]) -> int:
     return sum(s.numel() * s.element_size() for s in state)
 
 
-def median_time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return min(times)
 
 
 def reach_at_init(names, sizes, T: int) -> dict[str, float]:
