@@ -7,7 +7,8 @@ Writes into --out: training.csv (time per sequence, training-step memory, by con
 decode latency, prefill time and state/cache bytes, by position), properties.md (the seed's table with measured
 cells beside its claims, and the tables behind it), properties.png, and the same as TensorBoard scalars, figure
 and text. Inputs are random token ids (speed and memory do not depend on the text). Timings are the fastest of
-repeats that alternate between the models (interference from other work only adds time), on `--threads` threads (1 by default: steadier on a shared machine).
+repeats that alternate between the models (interference from other work only adds time), on `--threads`
+threads (1 by default: steadier on a shared machine).
 Memory on CPU is counted, not sampled: the bytes of the tensors autograd keeps for the backward pass
 (activations), plus 16 bytes per parameter (weights, gradients and AdamW's two moments, float32).
 """
