@@ -50,7 +50,7 @@ class MinGRU(nn.Module):
 
     `scan`: "log" is Heinsen's log-space parallel scan (the paper's), "chunked" the chunked scan, "loop" the
     plain loop; all three give the same h_t (tests/test_scans.py). On a 2-core CPU the loop measured fastest
-    (log ≈3×, chunked ≈15× slower per training step at contexts 64-1024; benchmarks/scans.py), so it is the
+    (log 2.5-4×, chunked 15-23× slower per training step at contexts 64-1024; benchmarks/scans.py), so it is the
     default; `scan=log` is for accelerators. `step_embedded` is the same recurrence, one step.
     """
 

@@ -51,8 +51,8 @@ class SSM(nn.Module):
     per-layer h_t (num_layers, B, hidden_size).
 
     Training runs the recurrence over the whole chunk with `scan`: "loop" (`sequential_scan`) or "chunked"
-    (`chunked_scan`, parallel inside chunks). On a 2-core CPU the loop measured fastest (≈2× the chunked scan at
-    context 64, even at 1024; benchmarks/scans.py), so it is the default. `step_embedded` is the same
+    (`chunked_scan`, parallel inside chunks). On a 2-core CPU the loop measured fastest (2× faster than the chunked
+    scan at contexts 64-256, on par at 1024; benchmarks/scans.py, README), so it is the default. `step_embedded` is the same
     recurrence, one step.
     """
 
