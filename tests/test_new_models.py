@@ -14,25 +14,24 @@ V, T, B = 13, 10, 4
 @pytest.mark.parametrize(("model_class", "scan"), [(SSM, "loop"), (SSM, "chunked"), (MinGRU, "log")])
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_probe_state_gradients_equal_the_scan_path(model_class, scan, num_layers):
-    """‖∂L_T/∂h_t‖ from the probe (its step_embedded loop) = the gradient with respect to a state h_t fed to
-    forward_with_state (the scan) for the rest of the chunk. The two agree where h_t has no other use: the top
-    layer (its own step's output is not in L_T), and every layer with one layer; below the top, the probe
-    also counts h_t's path into the next layer at the same step."""
+    """‖∂L_T/∂h_t‖ from the probe (its step_embedded loop; column d = the state after step T−1−d) = the
+    gradient with respect to that state fed to forward_with_state (the scan) for the rest of the chunk. They
+    agree where h_t has no use inside its own step: the top layer (its step's output is not in L_T before the
+    last step), and every layer with one layer; below the top the probe also counts layer i -> i + 1."""
     torch.manual_seed(0)
     model = model_class(V, T, hidden_size=6, emb_dim=8, num_layers=num_layers, scan=scan).double()
     idx, targets = torch.randint(V, (B, T)), torch.randint(V, (B, T))
     profile = gradient_profile(model, idx, targets)
     assert set(profile) == {"x", "h"} and profile["h"].shape == (B, num_layers, T)
     assert (profile["h"] > 0).all()
-    for t in range(T):  # the state entering step t, i.e. after t tokens
-        start = model.initial_state(B) if t == 0 else model.forward_with_state(idx[:, :t])[1]
-        h = start[0].detach().requires_grad_()  # (L, B, H)
-        logits = model.forward_with_state(idx[:, t:], (h,))[0][:, -1]
+    for t in range(T - 1):  # the state after step t, i.e. after t + 1 tokens
+        h = model.forward_with_state(idx[:, : t + 1])[1][0].detach().requires_grad_()  # (L, B, H)
+        logits = model.forward_with_state(idx[:, t + 1 :], (h,))[0][:, -1]
         (grad,) = torch.autograd.grad(F.cross_entropy(logits, targets[:, -1], reduction="sum"), [h])
         expected = grad.norm(dim=-1).T  # (B, L)
         torch.testing.assert_close(profile["h"][:, -1, T - 1 - t], expected[:, -1], rtol=1e-9, atol=1e-300)
-        if t == 0:  # the initial state is a leaf: nothing else uses it
-            torch.testing.assert_close(profile["h"][:, :, T - 1], expected, rtol=1e-9, atol=1e-300)
+        if num_layers == 1:
+            torch.testing.assert_close(profile["h"][:, :, T - 1 - t], expected, rtol=1e-9, atol=1e-300)
 
 
 def test_transformer_probe_reaches_every_position():
