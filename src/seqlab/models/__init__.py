@@ -13,9 +13,13 @@ incremental iff it has `step`.
 
 from seqlab.models.gru import GRU
 from seqlab.models.lstm import LSTM
+from seqlab.models.mingru import MinGRU
 from seqlab.models.mlp_padded import PaddedMLP
 from seqlab.models.mlp_window import WindowMLP
 from seqlab.models.rnn import RNN
+from seqlab.models.ssm import SSM
+from seqlab.models.transformer import Transformer
 from seqlab.models.unigram import Unigram
 
 __all__ = ["GRU", "LSTM", "RNN", "PaddedMLP", "Unigram", "WindowMLP"]
+__all__ += ["SSM", "MinGRU", "Transformer"]

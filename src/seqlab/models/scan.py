@@ -1,0 +1,60 @@
+"""Diagonal linear recurrences h_t = a_t ⊙ h_{t-1} + b_t over a whole chunk, given log a_t (a_t in (0, 1]).
+
+Three ways to compute the same h_1..h_T, tested equal in float64 (tests/test_scans.py):
+- `sequential_scan`: the plain loop, the reference (and the one to read).
+- `chunked_scan`: chunks of C steps; inside a chunk h_t = Σ_{s≤t} exp(Σ_{s<r≤t} log a_r) b_s as one masked
+  (C, C) decay matrix per channel (exact and stable, as Mamba-2's "segsum"), then a loop over T/C chunks
+  that carries the state across chunk boundaries.
+- `log_space_scan`: Heinsen (2023), for positive b: log h_t = a*_t + logcumsumexp_{s≤t}(log b_s − a*_s) with
+  a*_t = Σ_{r≤t} log a_r, fully parallel in T. minGRU feeds it log b directly (its g(x) > 0).
+
+An initial state h_0 enters every path (a bug class in public parallel scans is to drop it; tests check it).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sequential_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """log_a (B, T, N) or (N,), b (B, T, N), h0 (B, N) or None (zeros) -> h (B, T, N)."""
+    a = log_a.exp().expand_as(b)
+    h = b.new_zeros(b.shape[0], b.shape[2]) if h0 is None else h0
+    hs = []
+    for a_t, b_t in zip(a.unbind(1), b.unbind(1), strict=True):  # unbind: one backward node, not T zero-filled
+        h = a_t * h + b_t
+        hs.append(h)
+    return torch.stack(hs, dim=1)
+
+
+def chunked_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, chunk: int = 32) -> torch.Tensor:
+    """log_a (B, T, N) or (N,) (the same decay at every step, as in an LRU), b (B, T, N), h0 (B, N) or None
+    -> h (B, T, N). The decay matrices take O(C²·N) memory for a fixed decay, O(B·T·C·N) otherwise."""
+    B, T, N = b.shape
+    pad = -T % chunk
+    K = (T + pad) // chunk
+    b = F.pad(b, (0, 0, 0, pad)).reshape(B, K, chunk, N)  # padded steps come last and are cut off
+    if log_a.dim() == 1:  # log of the decay from the chunk start, (C, N)
+        cum = log_a * torch.arange(1, chunk + 1, dtype=b.dtype, device=b.device)[:, None]
+    else:  # (B, K, C, N)
+        cum = F.pad(log_a, (0, 0, 0, pad)).reshape(B, K, chunk, N).cumsum(2)
+    diff = cum.unsqueeze(-2) - cum.unsqueeze(-3)  # (..., C_t, C_s, N): log decay from s to t
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=b.device).tril()[:, :, None]
+    decay = diff.masked_fill(~causal, float("-inf")).exp()  # mask before exp: s > t would overflow
+    h_local = torch.einsum("tsn,bksn->bktn" if log_a.dim() == 1 else "bktsn,bksn->bktn", decay, b)  # from h = 0
+    from_start = cum.exp().expand(B, K, chunk, N)  # what a state at the chunk start is multiplied by
+    h = b.new_zeros(B, N) if h0 is None else h0
+    out = []
+    for h_local_k, from_start_k in zip(h_local.unbind(1), from_start.unbind(1), strict=True):
+        hk = h_local_k + from_start_k * h.unsqueeze(1)  # (B, C, N)
+        out.append(hk)
+        h = hk[:, -1]
+    return torch.cat(out, dim=1)[:, :T]
+
+
+def log_space_scan(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
+    """log_a, log_b (B, T, N), h0 (B, N) of any sign, or None -> h (B, T, N) (Heinsen 2023: b > 0 only)."""
+    a_star = log_a.cumsum(1)  # (B, T, N): log of the decay from the start
+    h = (a_star + torch.logcumsumexp(log_b - a_star, dim=1)).exp()  # the scan from h_0 = 0
+    return h if h0 is None else h + a_star.exp() * h0.unsqueeze(1)  # h_0 enters linearly, whatever its sign

@@ -1,0 +1,54 @@
+"""The properties command: matched sizes, the fit, and a --quick run read back from its files."""
+
+import csv
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqlab.properties import build, matched_size, n_params, slope
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "transformer", "ssm", "mingru"])
+def test_matched_sizes_are_within_3_percent(name):
+    size = matched_size(name, 100_000, 64)
+    assert abs(n_params(build(name, 64, size)) - 100_000) < 3_000
+
+
+def test_slope_recovers_a_power_law():
+    xs = [64, 128, 256, 512]
+    assert slope(xs, [3e-6 * x**2 for x in xs]) == pytest.approx(2.0)
+    assert slope(xs, [0.5 * x for x in xs]) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_quick_run_writes_tables_plot_and_tensorboard(tmp_path):
+    models = ["rnn", "transformer", "ssm", "mingru"]
+    cmd = [sys.executable, "-m", "seqlab.properties", "--quick", "--out", str(tmp_path), "--models", *models]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    train = list(csv.DictReader((tmp_path / "training.csv").read_text().splitlines()))
+    assert {(r["model"], int(r["context"])) for r in train} == {(m, t) for m in models for t in (16, 32, 64)}
+    assert all(float(r["s_per_seq"]) > 0 and int(r["activation_bytes_per_seq"]) > 0 for r in train)
+    gen = list(csv.DictReader((tmp_path / "generation.csv").read_text().splitlines()))
+    state = {(r["model"], int(r["position"])): int(r["state_bytes"]) for r in gen}
+    transformer = build("transformer", 64, matched_size("transformer", 10_000, 64))
+    L, E = len(transformer.blocks), transformer.tok_emb.embedding_dim
+    for p in (1, 4, 16, 64):  # the cache: token ids (int64) + keys + values (float32), growing with p
+        assert state["transformer", p] == p * 8 + 2 * L * p * E * 4
+        assert state["transformer (no cache)", p] == p * 8  # the prefix it re-reads
+        assert state["ssm", p] == state["ssm", 1] and state["mingru", p] == state["mingru", 1]  # constant
+    md = (tmp_path / "properties.md").read_text()
+    assert "| Compute (training) | O(T) |" in md and "transformer: T^" in md
+    assert (tmp_path / "properties.png").stat().st_size > 10_000
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path)).Reload()
+    steps = [e.step for e in events.Scalars("properties/state_bytes/transformer")]
+    assert steps == [1, 4, 16, 64]
+    assert not math.isnan(events.Scalars("properties/train_s_per_seq/ssm")[0].value)
