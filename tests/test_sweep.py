@@ -239,7 +239,7 @@ def run_names(sweep_dir: Path) -> set[str]:
     multiplexer = EventMultiplexer()
     multiplexer.AddRunsFromDirectory(str(sweep_dir))
     multiplexer.Reload()
-    return set(multiplexer.Runs())
+    return set(multiplexer.Runs()) - {"."}  # the sweep's root holds its HParams experiment, no run
 
 
 def check_grid_sweep(sweep_dir: Path) -> None:

@@ -31,7 +31,7 @@ from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
-from seqlab.slurm import job_key
+from seqlab.slurm import job_key, restarts
 from seqlab.sweep import in_multirun, job_plan, threads_from_config
 from seqlab.system import LanguageModel
 
@@ -224,7 +224,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ):
         metrics[key] = None
     exit_code, message = 0, None
-    if in_multirun():  # a relaunched sweep keeps its ok jobs and continues its interrupted ones
+    # a relaunched sweep keeps its ok jobs and continues its interrupted ones (a requeued SLURM job continues
+    # itself: seqlab.slurm.requeued_run)
+    if in_multirun() and restarts() == 0:
         plan, previous = job_plan(out_dir)
         if plan == "skip" or (plan == "stopped" and previous):
             log.info("kept as it was (%s): %s", previous["status"], out_dir)

@@ -81,8 +81,9 @@ class RunDir(Callback):
             except OSError as err:
                 fail(f"hydra.run.dir={wanted}: cannot create it ({err.strerror})")
             if claimed is None:
+                under_slurm = " (under SLURM: one run per job or array task)" if slurm.job_key() else ""
                 fail(
                     f"hydra.run.dir={wanted}: already holds a run; continue it with resume={wanted}, "
-                    "or choose another dir (under SLURM: one run per job or array task)"
+                    f"or choose another dir{under_slurm}"
                 )
             config.hydra.run.dir = str(claimed)

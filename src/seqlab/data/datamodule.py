@@ -190,7 +190,7 @@ class TextDataModule(L.LightningDataModule):
                 )
             self.ids[split] = self.vocab.encode(split_tokens[split])
         # TrainBatches would quietly make one smaller batch, and the run would record the size it did not use
-        n_chunks = self.train_dataloader().n_chunks
+        n_chunks = TrainBatches(self.ids["train"], self.context_length, self.batch_size, self.seed).n_chunks
         if self.batch_size > n_chunks:
             raise ConfigError(
                 f"data.batch_size={self.batch_size}: the train split of {self.describe()} has {n_chunks} chunks of "
