@@ -24,6 +24,7 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqlab.callbacks.progress import quiet_lightning
+from seqlab.callbacks.wall_clock import WallClockCurve
 from seqlab.config import check_config
 from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
@@ -91,6 +92,7 @@ def summary_hparams(cfg: DictConfig, n_params: int | None = None) -> dict[str, A
         "weight_decay": cfg.optim.get("weight_decay"),
         "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
         "max_steps": cfg.trainer.get("max_steps"),
+        "max_time": cfg.trainer.get("max_time"),
         "seed": cfg.seed,
         "params": n_params,
     }
@@ -157,7 +159,11 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
             steps=trainer.global_step,
             train_tokens=system.train_tokens,
             train_tokens_per_s=system.train_tokens / system.train_time_s if system.train_time_s else None,
+            train_s=round(system.train_time_s, 2),
         )
+        curve = next((c for c in trainer.callbacks if isinstance(c, WallClockCurve)), None)
+        if curve is not None:
+            metrics["curve"] = curve.curve  # val loss against seconds: how far a wall-clock budget got
     if trainer.interrupted:
         raise KeyboardInterrupt
     # the best-on-val/loss one (seqlab.resume.ResumeCheckpoint is a Checkpoint too)
