@@ -29,6 +29,7 @@ from seqlab.config import check_config
 from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
+from seqlab.openmp import settings as openmp_settings
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
 from seqlab.sweep import in_multirun, job_plan, threads_from_config
 from seqlab.system import LanguageModel
@@ -199,7 +200,7 @@ def log_hparams_session(logger: Any, hparams: dict[str, Any], hp_metrics: dict[s
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and write its metrics.json. A single run exits non-zero on failure; in a sweep the job
     records its status and returns, so the other jobs go on (the sweep's exit code is set at its end)."""
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     quiet_lightning()
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
         logging.getLogger("lightning").handlers.clear()
@@ -277,6 +278,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")
             exit_code, message = 1, f"failed: {type(err).__name__}: {err}"
     metrics["threads"] = torch.get_num_threads()
+    # what decides speed on a shared machine (train.py sets OMP_WAIT_POLICY unless the user did; README "Speed")
+    metrics["openmp"] = {**openmp_settings(), "load_avg_at_start": load_at_start}
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
     try:
         if not resumes_here or "resumed_at_step" in metrics:  # a refused resume leaves the run it names as it was
