@@ -36,3 +36,9 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
         cfg.hydra.runtime.output_dir = str(output_dir)
     HydraConfig().set_config(cfg)
     return cfg
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _encoded_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The encoded-corpus cache (seqlab.data.encoded) in a fresh dir: tests neither read nor fill ~/.cache."""
+    os.environ["SEQLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("seqlab_cache"))
