@@ -30,3 +30,19 @@ def test_max_time_validates_tests_and_records_the_curve(tiny_text: Path, tmp_pat
     assert 2.0 <= point["s"] < 60 and 0 < point["train_s"] <= point["s"]
     assert metrics["test_loss"] is not None
     assert scalars(tmp_path)["val/loss_vs_s"] == [int(point["s"])]  # TensorBoard's step axis reads seconds
+
+
+def test_openmp_waiters_sleep_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch):
+    from seqlab.openmp import settings, sleep_when_idle
+
+    for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(key, raising=False)
+    sleep_when_idle()
+    assert settings()["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    sleep_when_idle()
+    assert settings()["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
+    sleep_when_idle()
+    assert settings()["OMP_WAIT_POLICY"] is None  # a spin count is a choice too
