@@ -27,7 +27,7 @@ def test_max_time_validates_tests_and_records_the_curve(tiny_text: Path, tmp_pat
     (point,) = metrics["curve"]
     assert point["step"] == metrics["steps"]
     assert point["val_loss"] == pytest.approx(metrics["best_val_loss"])
-    assert 2.0 <= point["s"] < 60 and 0 < point["train_s"] <= point["s"]
+    assert 2.0 <= point["s"] < 300 and 0 < point["train_s"] <= point["s"]
     assert metrics["test_loss"] is not None
     assert scalars(tmp_path)["val/loss_vs_s"] == [int(point["s"])]  # TensorBoard's step axis reads seconds
 
