@@ -1,112 +1,196 @@
 """Training tokens/s of seqlab's Lightning path against a plain PyTorch loop of the same model, in one process.
 
-    python benchmarks/throughput.py --models rnn mlp_window --steps 150 --repeats 3
+    python benchmarks/throughput.py                                   # every model, Shakespeare (char) and PTB (word)
+    python benchmarks/throughput.py --models rnn lstm --data ptb --steps 150 --repeats 3
+    python benchmarks/throughput.py --quick                           # seconds: checks that it runs (CI)
 
-Both paths train the same model class on the same Tiny Shakespeare batches with AdamW; the Lightning path runs
-the real `LanguageModel` under a `Trainer` (no validation, logger or checkpoints, so only the per-step cost is
-compared). Timing starts after `--warmup` steps. Repeats alternate the two paths and report medians, since this
-machine's timings swing by ±20 %.
+For every model in conf/model/ and every corpus, three paths train the same model on the same batches with the
+same optimizer (the one `LanguageModel.configure_optimizers` builds from conf/optim), alternating repeat by
+repeat (this machine's timings swing by ±20 %), medians reported:
+- `plain`: a bare loop (forward, cross-entropy, backward, clip if configured, step);
+- `lightning`: `LanguageModel` under a bare `Trainer` (no logger, callbacks, checkpoints): Lightning's own cost;
+- `seqlab`: the Trainer, logger and callbacks exactly as `python train.py` composes them (conf/train.yaml).
+Timing covers steps `--warmup`..`--steps` (the clock stops before the final validation). `ratio` is seqlab /
+plain tokens/s; `ms/step` the fixed per-step cost seqlab adds over the plain loop (1000/steps/s difference),
+the number that matters for fast steps such as the unigram's.
+
+The thread settings are train.py's (OMP_WAIT_POLICY=PASSIVE unless set; see benchmarks/threads.py).
+Stateful training (a carried, detached state between consecutive chunks) is `--stateful`: the plain side is
+here; the seqlab side needs the stateful data path (branch `stateful`): put its overrides in STATEFUL_OVERRIDES.
 """
 
 from __future__ import annotations
 
+from seqlab.openmp import sleep_when_idle
+
+sleep_when_idle()  # as train.py does, before torch is imported: both paths run with seqlab's default
+
 import argparse
-import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqlab.data import TextDataModule
+from seqlab.callbacks.progress import quiet_lightning
+from seqlab.data import IGNORE, TextDataModule
 from seqlab.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
+MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+STATEFUL_OVERRIDES: list[str] = []  # e.g. the stateful data switch, once branch `stateful` lands
+PATHS = ("plain", "lightning", "seqlab")
 
 
 class StepClock(L.Callback):
+    """Wall clock from the end of step `warmup` to the end of the last step (by global step, across epochs)."""
+
     def __init__(self, warmup: int) -> None:
         self.warmup, self.started, self.stopped = warmup, 0.0, 0.0
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
-            self.started = time.perf_counter()
-
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.stopped = time.perf_counter()
+        if trainer.global_step == self.warmup:
+            self.started = self.stopped
 
 
-def make_system(model: str, dm: TextDataModule, lr: float) -> LanguageModel:
-    model_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / f"{model}.yaml"))
-    optim = {"_target_": "torch.optim.AdamW", "lr": lr, "weight_decay": 0.1}
-    return LanguageModel(model_cfg, optim, vocab_size=dm.vocab_size, context_length=dm.context_length)
+def config(model: str, data: str, out_dir: str, steps: int, extra: list[str]) -> DictConfig:
+    """The config `python train.py model=<model> data=<data> ...` runs, with no validation before the end."""
+    overrides = [f"model={model}", f"data={data}", "trainer.accelerator=cpu", f"trainer.max_steps={steps}"]
+    overrides += [f"trainer.val_check_interval={steps + 1}", "+trainer.limit_val_batches=1", *extra]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = cfg.hydra.runtime.output_dir = out_dir
+    HydraConfig().set_config(cfg)
+    return cfg
 
 
-def plain_loop(model: str, dm: TextDataModule, steps: int, warmup: int) -> float:
+def make_system(cfg: DictConfig, dm: TextDataModule) -> LanguageModel:
     torch.manual_seed(0)
-    net = make_system(model, dm, 3e-3).model  # the bare nn.Module
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.1)
-    batches = iter(dm.train_dataloader())
-    for step in range(steps):
-        if step == warmup:
-            started = time.perf_counter()
+    system = LanguageModel(
+        OmegaConf.to_container(cfg.model, resolve=True),
+        OmegaConf.to_container(cfg.optim, resolve=True),
+        vocab_size=dm.vocab_size,
+        context_length=dm.context_length,
+        level=dm.level,
+    )
+    system.vocab = dm.vocab
+    return system
+
+
+def plain(cfg: DictConfig, dm: TextDataModule, steps: int, warmup: int, stateful: bool) -> float:
+    """Seconds for steps warmup..steps of a bare loop over the same batches, model and optimizer."""
+    system = make_system(cfg, dm)
+    net, opt, clip = system.model, system.configure_optimizers(), cfg.trainer.get("gradient_clip_val")
+    batches, state = iter(dm.train_dataloader()), None
+    for step in range(1, steps + 1):
         x, y = next(batches)
-        loss = F.cross_entropy(net(x).flatten(0, 1), y.flatten())
+        if stateful:  # truncated BPTT: the state carried between chunks, detached
+            logits, state = net.forward_with_state(x, state)
+            state = tuple(s.detach() for s in state)
+        else:
+            logits = net(x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         opt.step()
-    return (steps - warmup) * dm.batch_size * dm.context_length / (time.perf_counter() - started)
+        if step == warmup:
+            started = time.perf_counter()
+    return time.perf_counter() - started
 
 
-def lightning_path(model: str, dm: TextDataModule, steps: int, warmup: int) -> float:
-    torch.manual_seed(0)
+def lightning(cfg: DictConfig, dm: TextDataModule, steps: int, warmup: int, full: bool) -> float:
+    """Seconds for steps warmup..steps of `LanguageModel` under a Trainer: bare, or as train.py builds it."""
     clock = StepClock(warmup)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[clock],
-    )
-    trainer.fit(make_system(model, dm, 3e-3), train_dataloaders=dm.train_dataloader())
-    return (steps - warmup) * dm.batch_size * dm.context_length / (clock.stopped - clock.started)
+    if full:
+        callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, clock], logger=instantiate(cfg.logger))
+    else:
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_steps=steps,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[clock],
+        )
+    trainer.fit(make_system(cfg, dm), datamodule=dm)
+    return clock.stopped - clock.started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["unigram", "mlp_window", "mlp_padded", "rnn"])
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--data", nargs="+", default=["shakespeare", "ptb"], help="corpora (conf/data)")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--context-length", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--stateful", action="store_true", help="carried state (recurrent models only)")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and steps, fewer PTB models: checks it runs")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. data.batch_size=32")
     args = parser.parse_args()
+    extra = list(args.overrides)
+    if args.quick:
+        args.steps, args.warmup, args.repeats = 3, 1, 1
+        extra += ["model.hidden_size=16", "data.batch_size=4", "data.context_length=16"]
+        quick_word_models = {"unigram", "rnn"}  # the 10k softmax with the smallest and a recurrent model
+    if args.stateful:
+        if not STATEFUL_OVERRIDES:
+            parser.error("--stateful: the seqlab side needs the stateful data path (branch `stateful`)")
+        extra += STATEFUL_OVERRIDES
     if args.threads:
         torch.set_num_threads(args.threads)
-    data_dir = os.environ.get("SEQLAB_DATA_DIR", str(ROOT / "data"))
-    dm = TextDataModule(data_dir=data_dir, context_length=args.context_length, batch_size=args.batch_size)
-    dm.prepare_data()
-    dm.setup()
+    quiet_lightning()
     print(
         f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
-        f"batch {args.batch_size} x context {args.context_length}, {args.steps - args.warmup} timed steps"
+        f"{args.steps - args.warmup} timed steps, {args.repeats} alternating repeats, overrides {extra or 'none'}"
     )
-    print("| model | plain PyTorch tokens/s | Lightning tokens/s | Lightning / plain |")
-    print("|---|---:|---:|---:|")
-    for model in args.models:
-        plain, lightning = [], []
-        for _ in range(args.repeats):
-            plain.append(plain_loop(model, dm, args.steps, args.warmup))
-            lightning.append(lightning_path(model, dm, args.steps, args.warmup))
-        p, lt = statistics.median(plain), statistics.median(lightning)
-        print(f"| {model} | {p:,.0f} | {lt:,.0f} | {lt / p:.3f} |", flush=True)
+    rows = [
+        "| data | model | batch × context | plain tokens/s | Lightning (bare) | seqlab | seqlab / plain | ms/step |"
+    ]
+    rows.append("|---|---|---|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as out_dir:
+        for data in args.data:
+            dm = None
+            for model in args.models:
+                cfg = config(model, data, out_dir, args.steps, extra)
+                if args.quick and data != "shakespeare" and model not in quick_word_models:
+                    continue
+                if args.stateful and "forward_with_state" not in dir(instantiate(cfg.model, vocab_size=2)):
+                    continue
+                if dm is None:  # one corpus, encoded once, for every model and path
+                    dm = instantiate(cfg.data)
+                    dm.prepare_data()
+                    dm.setup("fit")
+                seconds: dict[str, list[float]] = {p: [] for p in PATHS}
+                for _ in range(args.repeats):  # alternate, so every path sees the same drift in load
+                    seconds["plain"].append(plain(cfg, dm, args.steps, args.warmup, args.stateful))
+                    seconds["lightning"].append(lightning(cfg, dm, args.steps, args.warmup, full=False))
+                    seconds["seqlab"].append(lightning(cfg, dm, args.steps, args.warmup, full=True))
+                n, tokens = args.steps - args.warmup, dm.batch_size * dm.context_length
+                s = {p: statistics.median(v) for p, v in seconds.items()}
+                rate = {p: n * tokens / v for p, v in s.items()}
+                extra_ms = 1000 * (s["seqlab"] - s["plain"]) / n
+                rows.append(
+                    f"| {data} | {model} | {dm.batch_size} × {dm.context_length} | {rate['plain']:,.0f} | "
+                    f"{rate['lightning']:,.0f} | {rate['seqlab']:,.0f} | {rate['seqlab'] / rate['plain']:.3f} | "
+                    f"{extra_ms:+.2f} |"
+                )
+                print(rows[-1], flush=True)
+    print("\n".join(rows))  # again, together: Lightning's progress bar shares stdout
 
 
 if __name__ == "__main__":

@@ -56,3 +56,9 @@ def slurm_cluster() -> str:
             f"sbatch is here but no SLURM cluster answers ({answer.stderr.strip()}): scripts/slurm_local.sh start"
         )
     return answer.stdout.split()[0].rstrip("*")  # the default partition
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _encoded_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The encoded-corpus cache (seqlab.data.encoded) in a fresh dir: tests neither read nor fill ~/.cache."""
+    os.environ["SEQLAB_CACHE_DIR"] = str(tmp_path_factory.mktemp("seqlab_cache"))

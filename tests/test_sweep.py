@@ -152,7 +152,7 @@ def test_preset_composes_and_declares_its_sweep(preset: str) -> None:
     cfg = compose_train([f"experiment={preset}"])
     params = cfg.hydra.sweeper.params
     assert params, f"experiment={preset} declares no hydra.sweeper.params"
-    assert cfg.trainer.max_steps > 0
+    assert cfg.trainer.max_steps > 0 or cfg.trainer.max_time  # a step or a wall-clock budget
     assert cfg.data.batch_size >= 1  # interpolations (context_sweep: tokens per batch) must resolve
     # every swept key reaches the job's dir name (override_dirname excludes none of them)
     excluded = set(cfg.hydra.job.config.override_dirname.exclude_keys)

@@ -26,10 +26,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from seqlab.callbacks.known_source import KnownSource, has_known_optimum
 from seqlab.callbacks.known_source import summary as known_source_summary
 from seqlab.callbacks.progress import quiet_lightning
+from seqlab.callbacks.wall_clock import WallClockCurve
 from seqlab.config import check_config
 from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
+from seqlab.openmp import settings as openmp_settings
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
 from seqlab.slurm import job_key, restarts
 from seqlab.sweep import in_multirun, job_plan, threads_from_config
@@ -94,6 +96,7 @@ def summary_hparams(cfg: DictConfig, n_params: int | None = None) -> dict[str, A
         "weight_decay": cfg.optim.get("weight_decay"),
         "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
         "max_steps": cfg.trainer.get("max_steps"),
+        "max_time": cfg.trainer.get("max_time"),
         "seed": cfg.seed,
         "params": n_params,
     }
@@ -163,7 +166,11 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
             steps=trainer.global_step,
             train_tokens=system.train_tokens,
             train_tokens_per_s=system.train_tokens / system.train_time_s if system.train_time_s else None,
+            train_s=round(system.train_time_s, 2),
         )
+        curve = next((c for c in trainer.callbacks if isinstance(c, WallClockCurve)), None)
+        if curve is not None:
+            metrics["curve"] = curve.curve  # val loss against seconds: how far a wall-clock budget got
     if trainer.interrupted:
         raise KeyboardInterrupt
     # the best-on-val/loss one (seqlab.resume.ResumeCheckpoint is a Checkpoint too)
@@ -201,7 +208,7 @@ def log_hparams_session(logger: Any, hparams: dict[str, Any], hp_metrics: dict[s
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and write its metrics.json. A single run exits non-zero on failure; in a sweep the job
     records its status and returns, so the other jobs go on (the sweep's exit code is set at its end)."""
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     quiet_lightning()
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
         logging.getLogger("lightning").handlers.clear()
@@ -281,6 +288,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")
             exit_code, message = 1, f"failed: {type(err).__name__}: {err}"
     metrics["threads"] = torch.get_num_threads()
+    # what decides speed on a shared machine (train.py sets OMP_WAIT_POLICY unless the user did; README "Speed")
+    metrics["openmp"] = {**openmp_settings(), "load_avg_at_start": load_at_start}
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
     try:
         if not resumes_here or "resumed_at_step" in metrics:  # a refused resume leaves the run it names as it was

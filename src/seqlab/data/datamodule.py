@@ -10,6 +10,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
+from seqlab.data import encoded
 from seqlab.data.corpora import CORPORA, fetch
 from seqlab.data.vocab import Vocab, tokenize
 from seqlab.errors import ConfigError
@@ -131,6 +132,7 @@ class TextDataModule(L.LightningDataModule):
         )
         self.vocab: Vocab | None = None
         self.ids: dict[str, torch.Tensor] = {}
+        self.use_cache = True  # the encoded corpus across runs (seqlab.data.encoded); tests turn it off to compare
 
     @property
     def vocab_size(self) -> int:
@@ -157,15 +159,17 @@ class TextDataModule(L.LightningDataModule):
                 f"{key}={path}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start})"
             ) from None
 
-    def _split_tokens(self) -> dict[str, list[str]]:
+    def _texts(self) -> dict[str, str]:
+        """The raw text: {"all": text} for one file split by fractions, else {"train", "val", "test"}."""
         if self.corpus == "text_file":
-            tokens = tokenize(self._read(Path(self.path).expanduser(), "data.path"), self.level)
-        elif "all" in CORPORA[self.corpus].files:
-            file = CORPORA[self.corpus].files["all"]
-            tokens = tokenize(self._read(fetch(file, self.data_dir), "data.corpus"), self.level)
-        else:
-            files = CORPORA[self.corpus].files
-            return {s: tokenize(self._read(fetch(files[s], self.data_dir), "data.corpus"), self.level) for s in SPLITS}
+            return {"all": self._read(Path(self.path).expanduser(), "data.path")}
+        files = CORPORA[self.corpus].files
+        return {name: self._read(fetch(file, self.data_dir), "data.corpus") for name, file in files.items()}
+
+    def _split_tokens(self, texts: dict[str, str]) -> dict[str, list[str]]:
+        if "all" not in texts:
+            return {s: tokenize(texts[s], self.level) for s in SPLITS}
+        tokens = tokenize(texts["all"], self.level)
         n_train, n_val = (int(len(tokens) * f) for f in self.splits[:2])
         n_test = int(len(tokens) * self.splits[2])
         return {
@@ -174,24 +178,38 @@ class TextDataModule(L.LightningDataModule):
             "test": tokens[n_train + n_val : n_train + n_val + n_test],
         }
 
+    def _encode(self) -> tuple[Vocab, dict[str, torch.Tensor]]:
+        """Vocabulary and ids per split, from the cache when this text was encoded before (seqlab.data.encoded)."""
+        texts = self._texts()
+        name = encoded.key([texts[k] for k in sorted(texts)], self.level, self.splits if "all" in texts else ())
+        cached = encoded.load(name) if self.use_cache else None
+        if cached is not None:
+            return Vocab(cached["tokens"], self.level), {s: cached[s].long() for s in SPLITS}
+        split_tokens = self._split_tokens(texts)
+        vocab = Vocab.from_tokens(split_tokens["train"], self.level)
+        ids = {s: vocab.encode(split_tokens[s]) for s in SPLITS}
+        if self.use_cache:
+            encoded.save(name, {"tokens": vocab.tokens, **{s: v.int() for s, v in ids.items()}})  # half the bytes
+        return vocab, ids
+
     def setup(self, stage: str | None = None) -> None:
         if self.ids:
             return  # encoded once; fit, validate and test share it
-        split_tokens = self._split_tokens()
-        if len(set(split_tokens["train"])) < 2:
+        vocab, ids = self._encode()
+        if ids["train"].unique().numel() < 2:  # every train token is in the vocabulary: ids <-> tokens 1:1
             raise ConfigError(f"data: the train split of {self.describe()} has fewer than two distinct tokens")
-        self.vocab = Vocab.from_tokens(split_tokens["train"], self.level)
         for split in SPLITS:
-            n = len(split_tokens[split])
+            n = len(ids[split])
             if n < self.context_length + 1:
                 raise ConfigError(
                     f"data.context_length={self.context_length}: the {split} split of {self.describe()} has "
                     f"{n} tokens, fewer than one chunk ({self.context_length + 1})"
                 )
-            self.ids[split] = self.vocab.encode(split_tokens[split])
+        self.vocab, self.ids = vocab, ids
         # TrainBatches would quietly make one smaller batch, and the run would record the size it did not use
         n_chunks = TrainBatches(self.ids["train"], self.context_length, self.batch_size, self.seed).n_chunks
         if self.batch_size > n_chunks:
+            self.ids = {}
             raise ConfigError(
                 f"data.batch_size={self.batch_size}: the train split of {self.describe()} has {n_chunks} chunks of "
                 f"{self.context_length + 1} tokens; use data.batch_size={n_chunks} or less"
