@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from seqlab.data import TextDataModule
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint
+from seqlab.schedule import check_schedule
 from seqlab.sweep import in_multirun, threads_from_config
 from seqlab.system import LanguageModel
 
@@ -56,6 +57,7 @@ def check_config(cfg: DictConfig) -> None:
     max_steps = cfg.trainer.get("max_steps", -1)
     if max_steps == 0 or max_steps < -1:
         raise ConfigError(f"trainer.max_steps={max_steps}: must be positive (or -1 to train by epochs)")
+    check_schedule(cfg)
 
 
 def _choice(group: str, default: str) -> str:
@@ -106,8 +108,11 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
         vocab_size=datamodule.vocab_size,
         context_length=cfg.data.context_length,
         level=datamodule.level,
+        stateful=cfg.data.get("stateful", False),
+        schedule=OmegaConf.to_container(cfg.schedule, resolve=True) if cfg.get("schedule") else None,
     )
     system.vocab = datamodule.vocab
+    datamodule.stream_eval = system.recurrent  # recurrent models are also scored with the state carried
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
     )
@@ -143,8 +148,19 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     metrics.update(best_val_loss=best_val_loss, best_val_ppl=math.exp(best_val_loss))
     metrics["best_checkpoint"] = checkpoint.best_model_path if checkpoint is not None else None
 
-    (test,) = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None)
+    if system.recurrent:  # the stateful val metrics of the last validation
+        metrics.update(
+            {f"val_{k}_stateful": float(trainer.callback_metrics[f"val/{k}_stateful"]) for k in ("loss", "ppl")}
+        )
+    # one dict per test loader (chunks, streams); the epoch-end metrics are in each
+    test = {
+        key: value
+        for results in trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None)
+        for key, value in results.items()
+    }
     metrics.update(test_loss=test["test/loss"], test_ppl=test["test/ppl"])
+    if system.recurrent:
+        metrics.update(test_loss_stateful=test["test/loss_stateful"], test_ppl_stateful=test["test/ppl_stateful"])
     if logger:
         logger.log_hyperparams(
             metrics["hparams"], {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}

@@ -90,7 +90,7 @@ class GradientProfile(L.Callback):
     def _probe_batch(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
         if self._probe is None:
             xs, ys, n = [], [], 0
-            for x, y in trainer.datamodule.val_dataloader():
+            for x, y in trainer.datamodule.chunks("val"):
                 xs.append(x)
                 ys.append(y)
                 n += len(x)
