@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import math
+import signal
+import subprocess
 from pathlib import Path
 
 import lightning as L
 import pytest
+import test_resume
 import torch
 import torch.nn.functional as F
+from conftest import compose_config
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_run import scalars
 from torch import nn
 
 from seqlab.data import TextDataModule
 from seqlab.data.datamodule import StreamBatches
 from seqlab.errors import ConfigError
+from seqlab.run import check_config, train
 from seqlab.system import LanguageModel
 
 V = 40
@@ -138,3 +147,95 @@ def test_stateful_needs_enough_train_text_for_the_streams(tiny_text: Path):
     dm = TextDataModule(corpus="text_file", path=str(tiny_text), context_length=64, batch_size=500, stateful=True)
     with pytest.raises(ConfigError, match=r"data.batch_size=500: data.stateful=true splits the train split"):
         dm.setup()
+
+
+# --- end to end, through train.py's config (a recurrent model from conf/model) ------------------------------
+RESULTS = ("steps", "train_tokens", "best_val_loss", "test_loss", "test_ppl", "val_loss_stateful")
+RESULTS += ("test_loss_stateful", "test_ppl_stateful")
+
+
+@pytest.fixture
+def short_text(tmp_path: Path, shakespeare_text: str) -> Path:
+    path = tmp_path / "short.txt"
+    path.write_text(shakespeare_text[:9000])  # 16 stream batches of 16 x 32 a pass
+    return path
+
+
+def lstm_command(short_text: Path, run_dir: Path, *extra: str) -> list[str]:
+    """test_resume's run, as a stateful 2-layer LSTM with Zaremba's step decay (1 epoch kept, then halved)."""
+    cmd = [arg if arg != "model=rnn" else "model=lstm" for arg in test_resume.command(short_text, run_dir)]
+    return [
+        *cmd,
+        "model.num_layers=2",
+        "data.stateful=true",
+        "optim=sgd",
+        "schedule=step_decay",
+        "schedule.scheduler.constant_epochs=1",
+        *extra,
+    ]
+
+
+def stateful_results(run_dir: Path) -> dict:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "ok", metrics
+    return {key: metrics[key] for key in RESULTS}
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_a_stateful_run_matches_unbroken(short_text: Path, tmp_path: Path) -> None:
+    """The carried state, the streams' position and the schedule all come back: the same numbers, bitwise."""
+    unbroken_dir = tmp_path / "unbroken"
+    subprocess.run(lstm_command(short_text, unbroken_dir), env=test_resume.run_env(), check=True, capture_output=True)
+    unbroken = stateful_results(unbroken_dir)
+
+    run_dir = tmp_path / "run"
+    cmd = lstm_command(short_text, run_dir)
+    proc = test_resume.start_and_stop(cmd, run_dir, signal.SIGKILL, after_step=20)  # mid-epoch 1 (16 a pass)
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = test_resume.checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
+    assert 20 <= killed_at < test_resume.MAX_STEPS and killed_at % 16 != 0
+    resumed = subprocess.run([*cmd, f"resume={run_dir}"], env=test_resume.run_env(), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert stateful_results(run_dir) == unbroken
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stateful", [False, True])
+def test_every_recurrent_run_reports_the_stateful_metrics(stateful: bool, tiny_text: Path, tmp_path: Path) -> None:
+    overrides = [
+        "data=text_file",
+        f"data.path={tiny_text}",
+        "model=lstm",
+        "model.hidden_size=32",
+        "trainer.accelerator=cpu",
+    ]
+    overrides += [f"data.stateful={str(stateful).lower()}", "trainer.max_steps=6", "trainer.val_check_interval=3"]
+    overrides += ["schedule=cosine", "schedule.scheduler.warmup_steps=2", "trainer.log_every_n_steps=1"]
+    metrics = train(compose_config(overrides, tmp_path))
+    assert metrics["status"] == "ok"
+    assert metrics["test_ppl_stateful"] == pytest.approx(math.exp(metrics["test_loss_stateful"]))
+    assert metrics["val_ppl_stateful"] == pytest.approx(math.exp(metrics["val_loss_stateful"]))
+    tags = scalars(tmp_path)
+    assert tags["val/ppl_stateful"] == tags["val/ppl"] == [2, 5]
+    assert {"val/loss_stateful", "val/bpc_stateful", "test/ppl_stateful", "test/ppl"} <= tags.keys()
+    assert tags["train/lr"] == list(range(6))
+    lrs = [event.value for event in EventAccumulator(str(next(tmp_path.glob("events.*")))).Reload().Scalars("train/lr")]
+    assert lrs[0] == pytest.approx(1.5e-3) and lrs[1] == pytest.approx(3e-3) and lrs[-1] < lrs[1]  # warmup, decay
+
+
+def test_zaremba_preset_is_the_papers_recipe(tmp_path: Path) -> None:
+    cfg = compose_config(["experiment=ptb_zaremba_small"], tmp_path)
+    assert (cfg.data.corpus, cfg.data.context_length, cfg.data.batch_size, cfg.data.stateful) == ("ptb", 20, 20, True)
+    model = cfg.model
+    assert (model.num_layers, model.hidden_size, model.emb_dim, model.dropout, model.init_range) == (
+        2,
+        200,
+        200,
+        0,
+        0.1,
+    )
+    assert cfg.trainer.max_epochs == 13 and cfg.schedule.scheduler.constant_epochs == 4
+    # lr 1 and clip 5 on a loss summed over the 20 steps = lr 20 and clip 0.25 on seqlab's mean over tokens
+    T = cfg.data.context_length
+    assert cfg.optim.lr == 1.0 * T and cfg.trainer.gradient_clip_val == 5.0 / T
+    check_config(cfg)
