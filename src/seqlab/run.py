@@ -78,6 +78,8 @@ def summary_hparams(cfg: DictConfig, n_params: int | None = None) -> dict[str, A
         "recurrent_radius": cfg.model.get("recurrent_radius"),
         "context_length": cfg.data.context_length,
         "batch_size": cfg.data.batch_size,
+        "stateful": cfg.data.get("stateful", False),
+        "schedule": _choice("schedule", "none"),
         "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.get("weight_decay"),
         "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
