@@ -55,6 +55,12 @@ BAD_VALUES = {
     "max_steps 0": (["trainer.max_steps=0"], "trainer.max_steps=0: must be positive"),
     "clip 0": (["trainer.gradient_clip_val=0"], "trainer.gradient_clip_val=0: must be positive"),
     "every_n_steps 0": (["callbacks.resume.every_n_steps=0"], "callbacks.resume.every_n_steps=0"),
+    "tie_weights, emb != hidden": (
+        ["model=lstm", "model.tie_weights=true"],
+        "model.tie_weights=true needs model.emb_dim (16) == model.hidden_size (32)",
+    ),
+    "num_layers 0": (["model=gru", "model.num_layers=0"], "model.num_layers=0: must be a positive integer"),
+    "init unknown": (["model.init=eye"], "model.init=eye: must be one of default, orthogonal, identity"),
 }
 
 

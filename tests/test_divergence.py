@@ -45,7 +45,7 @@ def test_a_non_finite_gradient_names_the_step():
     )
     for p in system.parameters():
         p.grad = torch.zeros_like(p)
-    system.model.rnn.weight_hh_l0.grad[0, 0] = float("nan")
+    system.model.layers[0].weight_hh_l0.grad[0, 0] = float("nan")
     with pytest.raises(DivergedError, match="gradient norm is nan at step 0"):
         system.on_before_optimizer_step(torch.optim.SGD(system.parameters(), lr=0.1))
 

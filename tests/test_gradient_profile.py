@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from seqlab.callbacks.gradient_profile import gradient_profile, log_spaced_distances
-from seqlab.models import RNN, PaddedMLP, Unigram, WindowMLP
+from seqlab.models import GRU, LSTM, RNN, PaddedMLP, Unigram, WindowMLP
 
 V, T, B = 13, 12, 5
 
@@ -16,15 +16,16 @@ def _batch(seed: int = 0, length: int = T) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def explicit_rnn_gradients(model: RNN, idx: torch.Tensor, targets: torch.Tensor):
-    """‖∂L_T/∂h_t‖ and ‖∂L_T/∂e_t‖ per sequence, by position, from a loop written here from the weights."""
-    r = model.rnn
+    """‖∂L_T/∂h_t‖ (t = -1..T-2: the state entering each step) and ‖∂L_T/∂e_t‖ per sequence, by position,
+    from a loop written here from the weights."""
+    r = model.layers[0]
     e = model.tok_emb.weight[idx].detach().requires_grad_()  # (B, T, E)
-    h = torch.zeros(idx.shape[0], r.hidden_size, dtype=e.dtype)
+    h = torch.zeros(idx.shape[0], r.hidden_size, dtype=e.dtype, requires_grad=True)
     hs = []
     for t in range(idx.shape[1]):
-        h = torch.tanh(e[:, t] @ r.weight_ih_l0.T + r.bias_ih_l0 + h @ r.weight_hh_l0.T + r.bias_hh_l0)
         hs.append(h)
-    logits = hs[-1] @ model.head.weight.T + model.head.bias  # (B, V)
+        h = torch.tanh(e[:, t] @ r.weight_ih_l0.T + r.bias_ih_l0 + h @ r.weight_hh_l0.T + r.bias_hh_l0)
+    logits = h @ model.head.weight.T + model.head.bias  # (B, V)
     loss = F.cross_entropy(logits, targets[:, -1], reduction="sum")
     grads = torch.autograd.grad(loss, [e, *hs])
     g_x = grads[0].norm(dim=-1)  # (B, T) by position
@@ -32,36 +33,93 @@ def explicit_rnn_gradients(model: RNN, idx: torch.Tensor, targets: torch.Tensor)
     return g_h, g_x, logits
 
 
+def explicit_lstm_stack_gradients(model: LSTM, idx: torch.Tensor, targets: torch.Tensor):
+    """{h, c: (B, L, T)} gradient norms for the state entering each step, every layer, from a loop written here."""
+    B, T = idx.shape
+    H, n_layers = model.hidden_size, model.num_layers
+    x_all = model.tok_emb.weight[idx]  # (B, T, E)
+    h = [torch.zeros(B, H, dtype=x_all.dtype, requires_grad=True) for _ in range(n_layers)]
+    c = [torch.zeros(B, H, dtype=x_all.dtype, requires_grad=True) for _ in range(n_layers)]
+    carried = []  # per step: (h per layer, c per layer)
+    for t in range(T):
+        carried.append((h, c))
+        x, h_new, c_new = x_all[:, t], [], []
+        for i, p in enumerate(model.layers):
+            gates = x @ p.weight_ih_l0.T + p.bias_ih_l0 + h[i] @ p.weight_hh_l0.T + p.bias_hh_l0
+            gi, gf, gg, go = gates.chunk(4, 1)
+            c_i = torch.sigmoid(gf) * c[i] + torch.sigmoid(gi) * torch.tanh(gg)
+            h_i = torch.sigmoid(go) * torch.tanh(c_i)
+            h_new.append(h_i)
+            c_new.append(c_i)
+            x = x + h_i if model.residual and i > 0 else h_i
+        h, c = h_new, c_new
+    loss = F.cross_entropy(model.head(x), targets[:, -1], reduction="sum")
+    leaves = [s for hs, cs in carried for s in (*hs, *cs)]
+    grads = torch.autograd.grad(loss, leaves)
+    norms = torch.stack([g.norm(dim=-1) for g in grads]).reshape(T, 2, n_layers, B)  # (T, {h, c}, L, B)
+    return {"h": norms[:, 0].permute(2, 1, 0), "c": norms[:, 1].permute(2, 1, 0)}  # (B, L, T) by position
+
+
 def test_rnn_profile_equals_explicit_unrolled_autograd():
     torch.manual_seed(0)
     model = RNN(V, T, hidden_size=16, emb_dim=8).double()
     idx, targets = _batch()
-    g_h, g_x = gradient_profile(model, idx, targets)
+    profile = gradient_profile(model, idx, targets)
     ref_h, ref_x, ref_logits = explicit_rnn_gradients(model, idx, targets)
     # the explicit loop is the fused module's computation: same last-position logits
     torch.testing.assert_close(ref_logits, model(idx)[:, -1], rtol=1e-10, atol=1e-12)
-    assert g_h.shape == g_x.shape == (B, T)
+    assert set(profile) == {"x", "h"}
+    assert profile["h"].shape == (B, 1, T) and profile["x"].shape == (B, T)
+    assert profile["h"].dtype == profile["x"].dtype == torch.float64
     # column d of the profile is position T-1-d
-    torch.testing.assert_close(g_h, ref_h.flip(1), rtol=1e-5, atol=0)
-    torch.testing.assert_close(g_x, ref_x.flip(1), rtol=1e-5, atol=0)
-    assert (g_h[:, -1] > 0).all()  # the whole chunk is reached, if faintly
+    torch.testing.assert_close(profile["h"][:, 0], ref_h.flip(1), rtol=1e-10, atol=0)
+    torch.testing.assert_close(profile["x"], ref_x.flip(1), rtol=1e-10, atol=0)
+    assert (profile["h"][:, 0, -1] > 0).all()  # the whole chunk is reached, if faintly
+
+
+@pytest.mark.parametrize(("num_layers", "residual"), [(1, False), (3, False), (3, True)])
+def test_lstm_stack_profile_equals_explicit_autograd(num_layers, residual):
+    """h and the cell c, every layer: the probe's numbers = autograd through a stacked-LSTM loop written here."""
+    torch.manual_seed(1)
+    model = LSTM(V, T, hidden_size=8, emb_dim=6, num_layers=num_layers, residual=residual).double()
+    idx, targets = _batch(1)
+    profile = gradient_profile(model, idx, targets)
+    reference = explicit_lstm_stack_gradients(model, idx, targets)
+    assert set(profile) == {"x", "h", "c"}
+    for name in ("h", "c"):
+        assert profile[name].shape == (B, num_layers, T)
+        torch.testing.assert_close(profile[name], reference[name].flip(-1), rtol=1e-10, atol=1e-300)
+        assert (profile[name][..., 1:] > 0).all()
+
+
+@pytest.mark.parametrize("model_class", [RNN, LSTM, GRU])
+def test_profile_norms_are_taken_in_float64(model_class):
+    """Tiny float32 gradients: a float32 norm squares them to 0; the profile keeps them."""
+    torch.manual_seed(0)
+    model = model_class(V, T, hidden_size=8, emb_dim=4)
+    idx, targets = _batch()
+    with torch.no_grad():
+        model.head.weight.mul_(1e-30)  # every gradient ~1e-30: its square underflows float32
+        model.head.bias.zero_()
+    profile = gradient_profile(model, idx, targets)
+    assert (profile["x"][:, 0] > 0).all() and (profile["h"][:, -1, 0] > 0).all()
+    assert (profile["x"][:, 0] < 1e-25).all()
 
 
 def test_fused_output_gradient_is_only_the_direct_term():
-    """Why the probe unrolls: autograd's gradient for a fused nn.RNN's outputs misses the recurrence."""
+    """Why the probe steps: autograd's gradient for a fused nn.RNN's outputs misses the recurrence."""
     torch.manual_seed(0)
     model = RNN(V, T, hidden_size=16, emb_dim=8)
     idx, targets = _batch()
-    out, _ = model.rnn(model.embed(idx))  # (B, T, H)
+    out, _ = model.layers[0](model.embed(idx))  # (B, T, H)
     loss = F.cross_entropy(model.head(out[:, -1]), targets[:, -1], reduction="sum")
     (g_out,) = torch.autograd.grad(loss, out)
     assert (g_out[:, :-1] == 0).all()
-    g_h, _ = gradient_profile(model, idx, targets)
-    assert (g_h[:, 1:] > 0).all()
+    assert (gradient_profile(model, idx, targets)["h"][:, 0, 1:] > 0).all()
 
 
 def test_profile_leaves_parameter_gradients_alone():
-    model = RNN(V, T, hidden_size=16, emb_dim=8)
+    model = LSTM(V, T, hidden_size=16, emb_dim=8, num_layers=2)
     gradient_profile(model, *_batch())
     assert all(p.grad is None for p in model.parameters())
 
@@ -70,19 +128,18 @@ def test_window_mlp_sees_exactly_its_window():
     torch.manual_seed(0)
     window = 4
     model = WindowMLP(V, T, hidden_size=16, emb_dim=8, window=window)
-    g_h, g_x = gradient_profile(model, *_batch())
-    assert g_h is None
-    assert (g_x[:, :window] > 0).all()
-    assert (g_x[:, window:] == 0).all()
+    profile = gradient_profile(model, *_batch())
+    assert set(profile) == {"x"}
+    assert (profile["x"][:, :window] > 0).all()
+    assert (profile["x"][:, window:] == 0).all()
 
 
 def test_padded_mlp_sees_the_whole_prefix_and_unigram_nothing():
     torch.manual_seed(0)
-    _, g_x = gradient_profile(PaddedMLP(V, T, hidden_size=16, emb_dim=8), *_batch())
-    assert (g_x > 0).all()
-    g_h, g_x = gradient_profile(Unigram(V, T), *_batch())
-    assert g_h is None and g_x.shape == (B, T)
-    assert (g_x == 0).all()
+    assert (gradient_profile(PaddedMLP(V, T, hidden_size=16, emb_dim=8), *_batch())["x"] > 0).all()
+    profile = gradient_profile(Unigram(V, T), *_batch())
+    assert set(profile) == {"x"} and profile["x"].shape == (B, T)
+    assert (profile["x"] == 0).all()
 
 
 def _ratio(radius: float, seed: int) -> float:
@@ -90,10 +147,9 @@ def _ratio(radius: float, seed: int) -> float:
     model = RNN(V, 32, hidden_size=32, emb_dim=8, recurrent_radius=radius)
     with torch.no_grad():  # small inputs keep tanh near its linear part, where W_hh alone sets the decay
         model.tok_emb.weight.mul_(0.01)
-        model.rnn.bias_ih_l0.zero_()
-        model.rnn.bias_hh_l0.zero_()
-    g_h, _ = gradient_profile(model, *_batch(seed, length=32))
-    mean = g_h.mean(0)
+        model.layers[0].bias_ih_l0.zero_()
+        model.layers[0].bias_hh_l0.zero_()
+    mean = gradient_profile(model, *_batch(seed, length=32))["h"][:, 0].mean(0)
     return float(mean[-1] / mean[0])
 
 

@@ -32,7 +32,7 @@ def test_grad_norms_by_group_match_the_gradients():
     F.cross_entropy(system(x).flatten(0, 1), y.flatten()).backward()
     system.on_before_optimizer_step(None)
 
-    rnn = system.model.rnn
+    rnn = system.model.layers[0]
     expected = {
         "embedding": [system.model.tok_emb.weight],
         "recurrent": [rnn.weight_hh_l0],
@@ -118,7 +118,7 @@ def test_event_files_hold_profile_health_hparams_and_samples(run_dir):
     assert all(v > 0.001 for v in _scalars(acc, "health/grad_norm").values())
     # σ_max logged after step 20 is that of the W_hh saved in last.ckpt
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    w_hh = state["model.rnn.weight_hh_l0"]
+    w_hh = state["model.layers.0.weight_hh_l0"]
     sigma = _scalars(acc, "health/sigma_max/weight_hh_l0")
     assert sigma[20] == pytest.approx(torch.linalg.svdvals(w_hh)[0].item(), rel=1e-5)
 

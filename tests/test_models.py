@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seqlab.models import RNN, PaddedMLP, WindowMLP
+from seqlab.errors import ConfigError
+from seqlab.models import GRU, LSTM, RNN, PaddedMLP, WindowMLP
 
 MODEL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "conf" / "model").glob("*.yaml"))
 V, T = 30, 12
@@ -17,7 +18,9 @@ V, T = 30, 12
 
 def build(config_path: Path, **overrides) -> torch.nn.Module:
     cfg = OmegaConf.load(config_path)
-    cfg.update({k: v for k, v in overrides.items() if k in cfg})
+    for key, value in overrides.items():
+        if key in cfg:
+            cfg[key] = value
     if "hidden_size" in cfg:
         cfg.hidden_size = 32
     if "emb_dim" in cfg:
@@ -72,26 +75,133 @@ def test_overfits_one_batch(model):
         assert loss.item() < 0.1
 
 
+RECURRENT = {p.stem: p for p in MODEL_CONFIGS if "forward_with_state" in dir(build(p))}
+
+
+def test_recurrent_configs_are_found():
+    assert {"rnn", "lstm", "gru"} <= set(RECURRENT)
+
+
+@pytest.mark.parametrize("name", sorted(RECURRENT))
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("from_zero", [True, False])
+def test_step_equals_fused_forward(name, num_layers, residual, from_zero):
+    """One explicit step at a time over the same weights = the fused kernels: every logit and the final state."""
+    torch.manual_seed(num_layers)
+    model = build(RECURRENT[name], num_layers=num_layers, residual=residual).double().eval()
+    idx = torch.randint(V, (3, T))
+    start = model.initial_state(3)
+    assert len(start) == len(model.state_names)
+    assert all(s.shape == (num_layers, 3, 32) and s.dtype == torch.float64 and (s == 0).all() for s in start)
+    if not from_zero:
+        start = tuple(torch.randn_like(s) * 0.5 for s in start)
+    logits, final = model.forward_with_state(idx, None if from_zero else start)
+    state, stepped = start, []
+    for t in range(T):
+        step_logits, state = model.step(idx[:, t], state)
+        stepped.append(step_logits)
+    torch.testing.assert_close(torch.stack(stepped, 1), logits, rtol=1e-10, atol=1e-12)
+    for s, f in zip(state, final, strict=True):
+        torch.testing.assert_close(s, f, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(model(idx), model.forward_with_state(idx)[0], rtol=0, atol=0)
+    # a chunk continued from the state another chunk left = one pass over both
+    both, _ = model.forward_with_state(torch.cat([idx, idx.flip(1)], 1), None if from_zero else start)
+    second, _ = model.forward_with_state(idx.flip(1), final)
+    torch.testing.assert_close(second, both[:, T:], rtol=1e-10, atol=1e-12)
+
+
 def test_rnn_fused_equals_explicit_cell():
     """The fused nn.RNN computes exactly h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), h_0 = 0."""
     torch.manual_seed(3)
     rnn = RNN(V, T, hidden_size=20, emb_dim=8)
     idx = torch.randint(V, (3, T))
     e = rnn.embed(idx)
-    fused, _ = rnn.rnn(e)
-    W_ih, W_hh = rnn.rnn.weight_ih_l0, rnn.rnn.weight_hh_l0
-    b = rnn.rnn.bias_ih_l0 + rnn.rnn.bias_hh_l0
+    layer = rnn.layers[0]
+    fused, _ = layer(e)
+    W_ih, W_hh = layer.weight_ih_l0, layer.weight_hh_l0
+    b = layer.bias_ih_l0 + layer.bias_hh_l0
     h = torch.zeros(3, 20)
     for t in range(T):
         h = torch.tanh(e[:, t] @ W_ih.T + h @ W_hh.T + b)
         torch.testing.assert_close(fused[:, t], h, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(torch.stack(rnn.unroll(e), 1), fused, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_and_gru_cells_follow_their_papers():
+    """The gates written out here from the weights (PyTorch's block order) = the model's step."""
+    torch.manual_seed(4)
+    lstm, gru = LSTM(V, T, hidden_size=6, emb_dim=4).double(), GRU(V, T, hidden_size=6, emb_dim=4).double()
+    x, h, c = torch.randn(2, 4).double(), torch.randn(2, 6).double(), torch.randn(2, 6).double()
+    p = lstm.layers[0]
+    i, f, g, o = (x @ p.weight_ih_l0.T + p.bias_ih_l0 + h @ p.weight_hh_l0.T + p.bias_hh_l0).chunk(4, 1)
+    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    h_next, (_, c2) = lstm.cell(p, x, (h, c))
+    torch.testing.assert_close(c2, c_next)
+    torch.testing.assert_close(h_next, torch.sigmoid(o) * torch.tanh(c_next))
+    p = gru.layers[0]
+    xr, xz, xn = (x @ p.weight_ih_l0.T + p.bias_ih_l0).chunk(3, 1)
+    hr, hz, hn = (h @ p.weight_hh_l0.T + p.bias_hh_l0).chunk(3, 1)
+    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    h_next, _ = gru.cell(p, x, (h,))
+    torch.testing.assert_close(h_next, (1 - z) * torch.tanh(xn + r * hn) + z * h)
 
 
 def test_rnn_recurrent_radius_sets_spectral_radius():
     rnn = RNN(V, T, hidden_size=64, recurrent_radius=0.7)
-    radius = torch.linalg.eigvals(rnn.rnn.weight_hh_l0.detach()).abs().max()
+    radius = torch.linalg.eigvals(rnn.layers[0].weight_hh_l0.detach()).abs().max()
     assert radius.item() == pytest.approx(0.7, rel=1e-4)
+
+
+@pytest.mark.parametrize("radius", [None, 0.9])
+def test_rnn_inits(radius):
+    """orthogonal: every singular value = the radius (1 by default); identity: the IRNN's W_hh = radius × I, b = 0."""
+    scale = 1.0 if radius is None else radius
+    ortho = RNN(V, T, hidden_size=16, num_layers=2, init="orthogonal", recurrent_radius=radius)
+    for layer in ortho.layers:
+        svd = torch.linalg.svdvals(layer.weight_hh_l0.detach())
+        torch.testing.assert_close(svd, torch.full((16,), scale), rtol=1e-5, atol=1e-5)
+    irnn = RNN(V, T, hidden_size=16, num_layers=2, init="identity", nonlinearity="relu", recurrent_radius=radius)
+    for layer in irnn.layers:
+        assert torch.equal(layer.weight_hh_l0.detach(), torch.eye(16) * scale)
+        assert (layer.bias_hh_l0 == 0).all() and (layer.bias_ih_l0 == 0).all()
+        assert layer.nonlinearity == "relu"
+    default = RNN(V, T, hidden_size=16)  # PyTorch's U(±1/√H): not orthogonal
+    assert torch.linalg.svdvals(default.layers[0].weight_hh_l0.detach()).std() > 0.05
+
+
+def test_tied_weights_share_one_matrix():
+    model = LSTM(V, T, hidden_size=16, emb_dim=16, tie_weights=True)
+    assert model.head.weight is model.tok_emb.weight
+    n_untied = sum(p.numel() for p in LSTM(V, T, hidden_size=16, emb_dim=16).parameters())
+    assert sum(p.numel() for p in model.parameters()) == n_untied - V * 16
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"tie_weights": True, "emb_dim": 8},
+            "model.tie_weights=true needs model.emb_dim (8) == model.hidden_size (16)",
+        ),
+        ({"dropout": 1.0}, "model.dropout=1.0: must be in [0, 1)"),
+        ({"nonlinearity": "sigmoid"}, "model.nonlinearity=sigmoid: must be tanh or relu"),
+        ({"init": "eye"}, "model.init=eye: must be one of default, orthogonal, identity"),
+    ],
+)
+def test_bad_recurrent_options_are_config_errors(kwargs, message):
+    with pytest.raises(ConfigError) as err:
+        RNN(V, T, **{"hidden_size": 16, **kwargs})
+    assert str(err.value) == message
+
+
+def test_dropout_acts_in_training_only_and_residual_adds():
+    torch.manual_seed(5)
+    model = GRU(V, T, hidden_size=16, emb_dim=8, num_layers=2, dropout=0.5)
+    idx = torch.randint(V, (2, T))
+    model.train()
+    assert not torch.equal(model(idx), model(idx))
+    model.eval()
+    assert torch.equal(model(idx), model(idx))
 
 
 def test_window_mlp_equals_concatenation():

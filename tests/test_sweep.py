@@ -112,6 +112,8 @@ def test_preset_sweeps_match_the_issue() -> None:
         "mlp_window",
         "mlp_padded",
         "rnn",
+        "lstm",
+        "gru",
     }
     assert (baselines.data.context_length, baselines.model.hidden_size) == (64, 256)
     vanishing = compose_train(["experiment=vanishing"])

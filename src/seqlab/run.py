@@ -104,15 +104,20 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.save_vocab(out_dir / "vocab.json")
-    system = LanguageModel(
-        model=OmegaConf.to_container(cfg.model, resolve=True),
-        optim=OmegaConf.to_container(cfg.optim, resolve=True),
-        vocab_size=datamodule.vocab_size,
-        context_length=cfg.data.context_length,
-        level=datamodule.level,
-        stateful=cfg.data.get("stateful", False),
-        schedule=OmegaConf.to_container(cfg.schedule, resolve=True) if cfg.get("schedule") else None,
-    )
+    try:
+        system = LanguageModel(
+            model=OmegaConf.to_container(cfg.model, resolve=True),
+            optim=OmegaConf.to_container(cfg.optim, resolve=True),
+            vocab_size=datamodule.vocab_size,
+            context_length=cfg.data.context_length,
+            level=datamodule.level,
+            stateful=cfg.data.get("stateful", False),
+            schedule=OmegaConf.to_container(cfg.schedule, resolve=True) if cfg.get("schedule") else None,
+        )
+    except InstantiationException as err:  # a model's own check (e.g. model.tie_weights) stays a ConfigError
+        if isinstance(err.__cause__, ConfigError):
+            raise err.__cause__ from None
+        raise
     system.vocab = datamodule.vocab
     datamodule.stream_eval = system.recurrent  # recurrent models are also scored with the state carried
     metrics.update(

@@ -1,13 +1,24 @@
-"""How far back does the loss reach? ‖∂L_T/∂h_{T−d}‖ and ‖∂L_T/∂e_{T−d}‖ as functions of the distance d.
+"""How far back does the loss reach? ‖∂L_T/∂s‖ for the recurrent state s and ‖∂L_T/∂e‖ for the input embedding,
+as functions of the distance d.
 
-L_T is the cross-entropy at the last position of a chunk. For an RNN, ∂L_T/∂h_{T−d} is a product of d
-Jacobians diag(tanh′) W_hh, so it shrinks (or grows) exponentially with d: the seed's vanishing-gradient
-claim, measured. g_x, the gradient with respect to the input embedding d steps back, is defined for every
-model: unigram 0 everywhere, mlp_window 0 beyond its window, mlp_padded nonzero over the whole prefix.
+L_T is the cross-entropy at the last position of a chunk. Column d holds the inputs of step T−1−d: the token
+embedding e_{T−1−d} and the state the model carries into that step, h_{T−2−d} (d = T−1: the initial state).
+For an RNN, ∂L_T/∂h_{T−2−d} is a product of d Jacobians diag(tanh′) W_hh, so it shrinks (or grows)
+exponentially with d: the seed's vanishing-gradient claim, measured. Every tensor of the state is measured,
+in every layer: for an LSTM both h and the cell c, the seed's "gradient highway". These are gradients with
+respect to the state as carried along the recurrence, which is the total derivative for a single layer;
+in a stack, what layer i hands to layer i+1 at the same step is not part of layer i's carried state.
+g_x is defined for every model: unigram 0 everywhere, mlp_window 0 beyond its window, mlp_padded nonzero
+over the whole prefix.
+
+Norms are taken in float64: a float32 norm squares components below ~1e-23 to 0, hiding the far tail.
 
 `grad_profile.jsonl` (one line per measurement, appended in the run dir) holds:
-    {"step": int, "model": str, "T": int, "d": [0, 1, ..., T-1],
-     "g_h_mean": [T floats] | null, "g_h_p10": ..., "g_h_p90": ...,   # null for models without recurrence
+    {"step": int, "model": str, "T": int, "d": [0, 1, ..., T-1], "state_names": ["h", "c"] | [],
+     "num_layers": int,
+     "g_h_mean": [T floats] | null, "g_h_p10": ..., "g_h_p90": ...,   # the top layer; null without recurrence
+     "g_c_mean": ..., ...                                              # one such triple per state name
+     "g_h_by_layer": [[T floats] per layer, bottom first], ...        # the mean, for every layer
      "g_x_mean": [T floats], "g_x_p10": ..., "g_x_p90": ...}
 Every list is indexed by the distance d (d = 0 is the last position); mean and percentiles are over the
 probe batch.
@@ -27,31 +38,74 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
+from torch.autograd.graph import GradientEdge
 
 
-def gradient_profile(
-    model: nn.Module, idx: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """g_h (B, T) or None, g_x (B, T): per-sequence gradient norms of the last position's loss, by distance d.
+def gradient_profile(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sequence gradient norms (float64) of the last position's loss, by distance d:
+    {"x": (B, T)} for every model, and {name: (B, num_layers, T)} for every state tensor of a recurrent one.
 
-    Recurrent models (those with `unroll`) are run as an explicit loop over their own weights, so each h_t
-    is an autograd node and its gradient is the *total* derivative through the recurrence; the gradient
-    stored for a fused nn.RNN's output holds only the direct term from each position's own head.
-    The losses of the sequences are summed, so each row's gradient is its own. Parameters' .grad is untouched.
+    Recurrent models (those with `step_embedded`) run their explicit one-step recurrence over the chunk, so
+    each carried state is an autograd node of its own; the gradient a fused module's outputs receive
+    holds only the direct term from each position's own head. The losses of the sequences are summed, so
+    each row's gradient is its own. Parameters' .grad is untouched.
     """
     e = model.embed(idx).detach().requires_grad_()  # (B, T, E): a leaf, so autograd computes only what we ask
-    if hasattr(model, "unroll"):
-        hs = model.unroll(e)  # T tensors (B, H)
-        logits = model.head(hs[-1])  # (B, V)
+    B, T = idx.shape
+    entering: list[tuple[torch.Tensor, ...]] = []  # the state carried into each step
+    if hasattr(model, "step_embedded"):
+        state = tuple(s.requires_grad_() for s in model.initial_state(B, e.device))
+        for t in range(T):
+            entering.append(state)
+            out, state = model.step_embedded(e[:, t], state)  # out (B, H)
+        logits = model.head(out)  # (B, V)
     else:
-        hs = []
         logits = model.forward_embedded(e)[:, -1]  # (B, V)
     loss = F.cross_entropy(logits, targets[:, -1], reduction="sum")
+    pieces = [per_layer(s) for st in entering for s in st]  # step-major: (t=0: h, c), (t=1: h, c), ...
     # unigram's embedding feeds nothing: allow_unused + materialize_grads make that an honest 0
-    grads = torch.autograd.grad(loss, [e, *hs], allow_unused=True, materialize_grads=True)
-    g_x = grads[0].norm(dim=-1).flip(1)  # (B, T), column d = position T-1-d
-    g_h = torch.stack([g.norm(dim=-1) for g in grads[1:]], dim=1).flip(1) if hs else None  # (B, T)
-    return g_h, g_x
+    grads = torch.autograd.grad(loss, [e, *(p for ps in pieces for p in ps)], allow_unused=True, materialize_grads=True)
+    profile = {"x": grads[0].double().norm(dim=-1).flip(1)}  # (B, T), column d = position T-1-d
+    grads, by_state = list(grads[1:]), []
+    for p in pieces:  # regroup into one (L, B) norm per state tensor
+        g, grads = grads[: len(p)], grads[len(p) :]
+        by_state.append(torch.stack([x.double().norm(dim=-1) for x in g]).reshape(-1, B))
+    names = getattr(model, "state_names", ()) if entering else ()
+    for k, name in enumerate(names):
+        profile[name] = torch.stack(by_state[k :: len(names)], dim=-1).transpose(0, 1).flip(-1)  # (B, L, T)
+    return profile
+
+
+def per_layer(state: torch.Tensor) -> list[torch.Tensor | GradientEdge]:
+    """Where to take a state tensor's gradient so that it is the total derivative.
+
+    A state that step_embedded built with torch.stack (or unsqueeze) from per-layer tensors is a copy: its
+    own gradient counts only the next step's use of it, not the uses inside the step that made it (an
+    LSTM's c_t -> h_t, layer i -> layer i + 1, the head). So the gradient is taken at the stacked pieces
+    themselves (autograd's edges into `stack`); a leaf, such as the initial state, is its own piece.
+    """
+    fn = state.grad_fn
+    stacked = fn is not None and fn.name() in ("StackBackward0", "UnsqueezeBackward0")
+    if stacked and all(node is not None for node, _ in fn.next_functions):
+        return [GradientEdge(node, nr) for node, nr in fn.next_functions]
+    return [state]
+
+
+def probe_batch(trainer: L.Trainer, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `size` validation chunks (inputs, targets): a fixed batch, the same at every measurement."""
+    xs, ys, n = [], [], 0
+    for x, y in trainer.datamodule.chunks("val"):  # val_dataloader() adds the streams for recurrent models
+        xs.append(x)
+        ys.append(y)
+        n += len(x)
+        if n >= size:
+            break
+    return torch.cat(xs)[:size], torch.cat(ys)[:size]
+
+
+def profile_kinds(record: dict[str, Any]) -> list[str]:
+    """The measured quantities of a record: its state names (top layer), then x."""
+    return [*record.get("state_names", ["h"] if record.get("g_h_mean") is not None else []), "x"]
 
 
 def log_spaced_distances(T: int) -> list[int]:
@@ -89,14 +143,7 @@ class GradientProfile(L.Callback):
 
     def _probe_batch(self, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
         if self._probe is None:
-            xs, ys, n = [], [], 0
-            for x, y in trainer.datamodule.chunks("val"):
-                xs.append(x)
-                ys.append(y)
-                n += len(x)
-                if n >= self.probe_size:
-                    break
-            self._probe = torch.cat(xs)[: self.probe_size], torch.cat(ys)[: self.probe_size]
+            self._probe = probe_batch(trainer, self.probe_size)
         return self._probe
 
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
@@ -106,20 +153,23 @@ class GradientProfile(L.Callback):
         model.eval()  # no dropout in the measurement
         try:
             with torch.enable_grad():
-                g_h, g_x = gradient_profile(model, x, y)
+                profile = gradient_profile(model, x, y)
         finally:
             model.train(was_training)
+        names = list(getattr(model, "state_names", ())) if len(profile) > 1 else []
         record: dict[str, Any] = {"step": trainer.global_step, "model": type(model).__name__, "T": x.shape[1]}
-        record["d"] = list(range(x.shape[1]))
-        for name, g in (("g_h", g_h), ("g_x", g_x)):
-            if g is None:
-                record.update({f"{name}_mean": None, f"{name}_p10": None, f"{name}_p90": None})
-                continue
-            g = g.double()
+        record.update(d=list(range(x.shape[1])), state_names=names, num_layers=getattr(model, "num_layers", 0))
+        if not names:  # no recurrence: the readers of the file find null
+            record.update({"g_h_mean": None, "g_h_p10": None, "g_h_p90": None})
+        for name in [*names, "x"]:
+            g = profile[name]  # (B, T) or (B, L, T)
+            if g.dim() == 3:
+                record[f"g_{name}_by_layer"] = g.mean(0).tolist()
+                g = g[:, -1]  # the top layer's in the scalars and the figure
             q = torch.tensor([0.1, 0.9], dtype=g.dtype, device=g.device)
             spread = torch.quantile(g, q, dim=0)  # (2, T)
-            record[f"{name}_mean"] = g.mean(0).tolist()
-            record[f"{name}_p10"], record[f"{name}_p90"] = spread.tolist()
+            record[f"g_{name}_mean"] = g.mean(0).tolist()
+            record[f"g_{name}_p10"], record[f"g_{name}_p90"] = spread.tolist()
         return record
 
     def _run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -136,10 +186,8 @@ class GradientProfile(L.Callback):
     def _write(self, trainer: L.Trainer, record: dict[str, Any]) -> None:
         step, T = record["step"], record["T"]
         scalars = {}
-        for kind in ("h", "x"):
+        for kind in profile_kinds(record):
             mean = record[f"g_{kind}_mean"]
-            if mean is None:
-                continue
             for d in log_spaced_distances(T):
                 scalars[f"grad/{kind}/d={d:03d}"] = mean[d]
             # g(T-1)/g(0): how much of the loss's gradient survives the whole chunk
@@ -200,7 +248,7 @@ def plot_profiles(history: list[dict[str, Any]], max_curves: int = 12):
         v = np.asarray(values, dtype=float)
         return np.where(v > 0, v, np.nan)
 
-    kinds = [k for k in ("h", "x") if history[-1][f"g_{k}_mean"] is not None]
+    kinds = profile_kinds(history[-1])
     fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.8), dpi=80, squeeze=False)
     # fixed margins: a layout engine would cost another draw
     fig.subplots_adjust(left=0.9 / (5.5 * len(kinds)), right=0.95, bottom=0.14, top=0.9, wspace=0.25)
@@ -220,11 +268,12 @@ def plot_profiles(history: list[dict[str, Any]], max_curves: int = 12):
             ax.set_yscale("log")
         else:
             ax.text(0.5, 0.5, "0 at every distance", transform=ax.transAxes, ha="center")
-        symbol = "h" if kind == "h" else "e"
+        symbol = "e" if kind == "x" else kind
+        layer = f" (top of {last['num_layers']} layers)" if kind != "x" and last.get("num_layers", 1) > 1 else ""
         ax.set_xlim(0, last["T"] - 1)  # the whole chunk, so a curve that stops early shows where it hit 0
         ax.set_xlabel("distance d (steps back from the last position)")
         ax.set_ylabel("mean over the probe batch (band: 10-90 %)")
-        ax.set_title(f"{last['model']}: g_{kind}(d) = ‖∂L_T/∂{symbol}_(T−d)‖", fontsize=10)
+        ax.set_title(f"{last['model']}: g_{kind}(d) = ‖∂L_T/∂{symbol}‖, step T−1−d{layer}", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     colours = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(colours, ax=axes[0].tolist(), label="training step")

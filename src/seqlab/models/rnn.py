@@ -2,16 +2,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlab.errors import ConfigError
+from seqlab.models.recurrent import Recurrent, State
 
-class RNN(nn.Module):
+INITS = ("default", "orthogonal", "identity")
+
+
+class RNN(Recurrent):
     """The Elman RNN (Elman 1990): h_t = tanh(W_ih x_t + W_hh h_{t-1} + b), h_0 = 0, the same weights at every step.
 
-    Training uses torch's fused `nn.RNN`. `unroll` runs the same recurrence as an explicit Python loop over
-    the same parameters: it is slower, but every h_t is its own autograd node, which the gradient probe needs
-    (the fused kernel hides the recurrence from autograd).
-    `recurrent_radius` initialises W_hh as an orthogonal matrix times that number, so its spectral radius
-    is exactly it: the knob of the seed's "eigenvalue < 1 vanishes, > 1 explodes".
+    `init` sets every layer's W_hh: `default` is PyTorch's U(±1/√H), or, when `recurrent_radius` is given,
+    orthogonal × recurrent_radius; `orthogonal` is an orthogonal matrix × (recurrent_radius or 1), whose
+    spectral radius is exactly that number: the knob of the seed's "eigenvalue < 1 vanishes, > 1 explodes";
+    `identity` is the IRNN (Le et al. 2015, with `nonlinearity=relu`): W_hh = I × (recurrent_radius or 1),
+    biases 0, so at init the state is copied forward and the gradient neither vanishes nor explodes.
     """
+
+    fused = nn.RNN
 
     def __init__(
         self,
@@ -20,33 +27,29 @@ class RNN(nn.Module):
         hidden_size: int = 256,
         emb_dim: int = 64,
         recurrent_radius: float | None = None,
+        nonlinearity: str = "tanh",
+        init: str = "default",
+        **kwargs,
     ) -> None:
-        super().__init__()
-        self.tok_emb = nn.Embedding(vocab_size, emb_dim)
-        self.rnn = nn.RNN(emb_dim, hidden_size, nonlinearity="tanh", batch_first=True)
-        self.head = nn.Linear(hidden_size, vocab_size)
-        if recurrent_radius is not None:
-            nn.init.orthogonal_(self.rnn.weight_hh_l0)
-            with torch.no_grad():
-                self.rnn.weight_hh_l0.mul_(recurrent_radius)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ConfigError(f"model.nonlinearity={nonlinearity}: must be tanh or relu")
+        if init not in INITS:
+            raise ConfigError(f"model.init={init}: must be one of {', '.join(INITS)}")
+        super().__init__(vocab_size, context_length, hidden_size, emb_dim, nonlinearity=nonlinearity, **kwargs)
+        self.activation = torch.tanh if nonlinearity == "tanh" else torch.relu
+        scale = 1.0 if recurrent_radius is None else recurrent_radius
+        with torch.no_grad():
+            for layer in self.layers:
+                if init == "orthogonal" or (init == "default" and recurrent_radius is not None):
+                    nn.init.orthogonal_(layer.weight_hh_l0).mul_(scale)
+                elif init == "identity":
+                    layer.weight_hh_l0.copy_(torch.eye(hidden_size) * scale)
+                    layer.bias_ih_l0.zero_()
+                    layer.bias_hh_l0.zero_()
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.tok_emb(idx)  # (B, T, E)
-
-    def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
-        h, _ = self.rnn(e)  # (B, T, H)
-        return self.head(h)  # (B, T, V)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.forward_embedded(self.embed(idx))
-
-    def unroll(self, e: torch.Tensor) -> list[torch.Tensor]:
-        """h_1..h_T, each (B, H), from an explicit loop over the fused module's own weights."""
-        r = self.rnn
-        x_proj = F.linear(e, r.weight_ih_l0, r.bias_ih_l0)  # (B, T, H): the input part needs no loop
-        h = e.new_zeros(e.shape[0], r.hidden_size)
-        hs = []
-        for t in range(e.shape[1]):
-            h = torch.tanh(x_proj[:, t] + F.linear(h, r.weight_hh_l0, r.bias_hh_l0))
-            hs.append(h)
-        return hs
+    def cell(self, layer: nn.RNN, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        (h,) = state
+        h = self.activation(
+            F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + F.linear(h, layer.weight_hh_l0, layer.bias_hh_l0)
+        )
+        return h, (h,)
