@@ -13,7 +13,9 @@ import pytest
 import test_resume
 import torch
 import torch.nn.functional as F
-from conftest import compose_config
+from conftest import ROOT, compose_config
+from hydra.utils import get_class
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_run import scalars
 from torch import nn
@@ -119,9 +121,16 @@ def float64():
     torch.set_default_dtype(torch.float32)
 
 
-def test_stateful_eval_equals_one_long_pass_per_stream(datamodule: TextDataModule, float64: None):
+def recurrent_configs() -> list[Path]:
+    configs = sorted((ROOT / "conf" / "model").glob("*.yaml"))
+    return [p for p in configs if hasattr(get_class(OmegaConf.load(p)._target_), "forward_with_state")]
+
+
+@pytest.mark.parametrize("config", recurrent_configs(), ids=lambda p: p.stem)
+def test_stateful_eval_equals_one_long_pass_per_stream(config: Path, datamodule: TextDataModule, float64: None):
     torch.manual_seed(0)
-    sys_ = LanguageModel(TINY, {"_target_": "torch.optim.SGD", "lr": 0.1}, datamodule.vocab_size, context_length=16)
+    model = OmegaConf.to_container(OmegaConf.load(config)) | {"hidden_size": 16, "emb_dim": 8, "num_layers": 2}
+    sys_ = LanguageModel(model, {"_target_": "torch.optim.SGD", "lr": 0.1}, datamodule.vocab_size, context_length=16)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     results = trainer.validate(sys_, datamodule=datamodule, verbose=False)
     metrics = {k: v for r in results for k, v in r.items()}
@@ -133,7 +142,6 @@ def test_stateful_eval_equals_one_long_pass_per_stream(datamodule: TextDataModul
     expected = F.cross_entropy(logits.flatten(0, 1), streams[:, 1:].flatten(), reduction="mean")
     assert metrics["val/loss_stateful"] == pytest.approx(expected.item(), rel=1e-12)
     assert metrics["val/ppl_stateful"] == pytest.approx(expected.exp().item(), rel=1e-12)
-    # the chunked metric is still there, and the carried history helps even an untrained model a little or not at all
     assert {"val/loss", "val/ppl", "val/bpc_stateful"} <= metrics.keys()
 
 
