@@ -169,9 +169,10 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     if system.recurrent:
         metrics.update(test_loss_stateful=test["test/loss_stateful"], test_ppl_stateful=test["test/ppl_stateful"])
     if logger:
-        logger.log_hyperparams(
-            metrics["hparams"], {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
-        )
+        hp = {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
+        if system.recurrent:
+            hp["hp/test_ppl_stateful"] = metrics["test_ppl_stateful"]
+        logger.log_hyperparams(metrics["hparams"], hp)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
