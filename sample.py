@@ -1,6 +1,9 @@
 """Generate text from a checkpoint.
 
 python sample.py outputs/runs/<run>/checkpoints/last.ckpt --prompt "ROMEO:" --length 300 --temperature 0.8
+
+Recurrent models (rnn, lstm, gru) stream: one step per token on their carried state, so --length may be far
+longer than the training context at a constant cost per token. Feedforward models re-read a cropped window.
 """
 
 import argparse

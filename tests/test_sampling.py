@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from seqlab.data import TextDataModule, Vocab
-from seqlab.models import PaddedMLP, WindowMLP
+from seqlab.models import GRU, LSTM, RNN, PaddedMLP, WindowMLP
 from seqlab.sampling import encode_prompt, generate
 from seqlab.system import LanguageModel
 
@@ -49,6 +49,44 @@ def test_context_is_cropped_for_models_with_a_fixed_length():
         generate(model, torch.tensor([[1, 2]]), 20, 1.0)
     with pytest.raises(ValueError, match="temperature"):
         generate(model, torch.tensor([[1, 2]]), 1, 0.0)
+
+
+RECURRENT = {
+    "rnn": lambda: RNN(7, 8, hidden_size=16, emb_dim=4),
+    "lstm": lambda: LSTM(7, 8, hidden_size=16, emb_dim=4, num_layers=2),
+    "gru": lambda: GRU(7, 8, hidden_size=16, emb_dim=4, num_layers=3, residual=True),
+}
+
+
+@pytest.mark.parametrize("name", RECURRENT)
+def test_streaming_equals_full_forward_past_the_context(name):
+    """One step per token on the carried state draws the same tokens as re-reading the whole, uncropped
+    sequence for every token, far past the training context (8 here)."""
+    torch.manual_seed(0)
+    model = RECURRENT[name]().double().eval()
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    streamed = generate(model, prompt, 40, 0.9, torch.Generator().manual_seed(7), context_length=8)
+    generator, idx = torch.Generator().manual_seed(7), prompt
+    with torch.no_grad():
+        for _ in range(40):
+            probs = torch.softmax(model(idx)[:, -1].float() / 0.9, dim=-1)  # the whole history, every time
+            idx = torch.cat([idx, torch.multinomial(probs, 1, generator=generator)], dim=1)
+    assert streamed.shape == (2, 43)
+    assert torch.equal(streamed, idx)
+
+
+def test_streaming_reads_every_token_once():
+    """Cost per token does not grow with position: the embedding sees the prompt once and each new token once
+    (the last needs no step); a feedforward model re-reads its cropped window for every token."""
+    seen = []
+    rnn, mlp = RNN(7, 8, hidden_size=16, emb_dim=4), WindowMLP(7, 8, hidden_size=16, emb_dim=4)
+    for model in (rnn, mlp):
+        model.tok_emb.register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    generate(rnn, torch.tensor([[1, 2, 3]]), 100, context_length=8)
+    assert seen == [3] + [1] * 99
+    seen.clear()
+    generate(mlp, torch.tensor([[1, 2, 3]]), 100, context_length=8)
+    assert sum(seen) == sum(min(3 + i, 8) for i in range(100))
 
 
 def test_encode_prompt_maps_unknown_to_unk_and_empty_to_a_line_start():
@@ -100,6 +138,15 @@ def test_sample_cli_generates_from_a_checkpoint(checkpoint):
 
     unknown = _sample(str(checkpoint), "--prompt", "Zq", "--length", "5")
     assert unknown.returncode == 0 and "not in the vocabulary" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_sample_cli_streams_far_past_the_context(checkpoint):
+    """10,000 characters from an RNN trained on 16-character chunks: one step per character."""
+    result = _sample(str(checkpoint), "--prompt", "First", "--length", "10000", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.removesuffix("\n").replace("<unk>", "?")
+    assert len(text) == len("First") + 10_000
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,17 @@
 """Is training healthy? Gradient norms before clipping, by parameter group; how often clipping bites;
-and the largest singular value of W_hh, the seed's "eigenvalue < 1 vanishes, > 1 explodes"."""
+the largest singular value of every W_hh, the seed's "eigenvalue < 1 vanishes, > 1 explodes"; and for
+gated cells (LSTM, GRU) how many gate activations sit saturated near 0 or 1, where they pass no gradient."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
+
+from seqlab.callbacks.gradient_profile import probe_batch
 
 GROUPS = ("embedding", "recurrent", "head", "input")
 
@@ -31,26 +35,67 @@ def group_norms(norms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {group: torch.stack(s).sum().sqrt() for group, s in squares.items()}
 
 
-def recurrent_sigma_max(module: nn.Module) -> dict[str, torch.Tensor]:
-    """{parameter name: largest singular value} of every W_hh (for an LSTM/GRU: of its stacked gates)."""
-    return {
-        name.rsplit(".", 1)[-1]: torch.linalg.matrix_norm(p.detach().float(), ord=2)
-        for name, p in module.named_parameters()
-        if "weight_hh" in name
-    }
+def recurrent_sigma_max(model: nn.Module) -> dict[str, torch.Tensor]:
+    """{name: largest singular value} of every layer's W_hh, `weight_hh_l<layer>`; for a gated cell (a
+    model with `gate_names`), of each gate's (H, H) block, `weight_hh_l<layer>/<gate>`: each gate has its
+    own recurrence, and the stacked (4H, H) matrix's σ_max mixes them."""
+    gates = getattr(model, "gate_names", None)
+    sigmas = {}
+    for name, p in model.named_parameters():
+        if "weight_hh" not in name:
+            continue
+        found = re.search(r"(\d+)\.weight_hh_l0$", name)  # one single-layer module per layer (models.recurrent)
+        label = f"weight_hh_l{found.group(1)}" if found else name.rsplit(".", 1)[-1]
+        blocks = p.detach().float().chunk(len(gates)) if gates else [p.detach().float()]
+        for gate, block in zip(gates or [None], blocks, strict=True):
+            sigmas[f"{label}/{gate}" if gate else label] = torch.linalg.matrix_norm(block, ord=2)
+    return sigmas
+
+
+@torch.no_grad()
+def gate_saturation(model: nn.Module, idx: torch.Tensor, margin: float = 0.05) -> dict[str, torch.Tensor]:
+    """{"l<layer>/<gate>": share of the gate's activations within `margin` of 0 or 1} over a batch idx (B, T),
+    for every sigmoid gate of every layer of a gated model (one with `gates` and `sigmoid_gates`).
+
+    One fused forward pass; hooks keep each layer's input and output, and the gates are recomputed from them
+    in one batched call per layer (h_{t-1} is the layer's previous output; the state starts at 0).
+    """
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    hooks = [layer.register_forward_hook(lambda m, args, out: seen.append((args[0], out[0]))) for layer in model.layers]
+    was_training = model.training
+    model.eval()
+    try:
+        model(idx)
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    shares = {}
+    for i, (layer, (x, out)) in enumerate(zip(model.layers, seen, strict=True)):
+        h_prev = torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1)  # (B, T, H)
+        activations = model.gates(layer, x, h_prev)
+        for gate in model.sigmoid_gates:
+            a = activations[gate]
+            shares[f"l{i}/{gate}"] = ((a < margin) | (a > 1 - margin)).float().mean()
+    return shares
 
 
 class TrainingHealth(L.Callback):
     """Logs the norms that `LanguageModel.on_before_optimizer_step` computes anyway (no second pass over the
     gradients), on the logger's steps only: `health/grad_norm`, `health/grad_norm/<group>`,
     `health/clipped_frac` (share of the steps since the last log whose norm exceeded
-    `trainer.gradient_clip_val`; 0 without clipping) and `health/sigma_max/weight_hh_l*`.
+    `trainer.gradient_clip_val`; 0 without clipping), `health/sigma_max/weight_hh_l<layer>[/<gate>]`, and for
+    LSTM/GRU `health/gate_saturation/l<layer>/<gate>`, measured on the first `probe_size` validation chunks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, probe_size: int = 32) -> None:
         super().__init__()
+        if probe_size < 1:
+            raise ValueError(f"probe_size={probe_size}: must be positive")
+        self.probe_size = probe_size
         self._clipped = self._steps = 0
         self._seen: torch.Tensor | None = None
+        self._probe: torch.Tensor | None = None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -72,6 +117,11 @@ class TrainingHealth(L.Callback):
             metrics["health/clipped_frac"] = torch.as_tensor(self._clipped, dtype=torch.float) / self._steps
         # an SVD per W_hh: only on logging steps
         metrics.update({f"health/sigma_max/{n}": s for n, s in recurrent_sigma_max(pl_module.model).items()})
+        if hasattr(pl_module.model, "sigmoid_gates") and trainer.datamodule is not None:
+            if self._probe is None:
+                self._probe = probe_batch(trainer, self.probe_size)[0]
+            saturation = gate_saturation(pl_module.model, self._probe.to(pl_module.device))
+            metrics.update({f"health/gate_saturation/{n}": s for n, s in saturation.items()})
         metrics = {k: float(v) for k, v in metrics.items()}
         if trainer.is_global_zero:
             for logger in trainer.loggers:

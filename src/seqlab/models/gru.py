@@ -14,7 +14,8 @@ class GRU(Recurrent):
     """
 
     fused = nn.GRU
-    gate_names = ("r", "z", "n")
+    gate_names = ("r", "z", "n")  # PyTorch's order of the blocks of weight_ih and weight_hh
+    sigmoid_gates = ("r", "z")  # the gates proper, in (0, 1); the other block is the tanh candidate
 
     def gates(self, layer: nn.GRU, x: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (..., in), h (..., H) -> reset, update and candidate activations (..., H)."""

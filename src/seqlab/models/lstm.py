@@ -15,7 +15,8 @@ class LSTM(Recurrent):
 
     fused = nn.LSTM
     state_names = ("h", "c")
-    gate_names = ("i", "f", "g", "o")
+    gate_names = ("i", "f", "g", "o")  # PyTorch's order of the blocks of weight_ih and weight_hh
+    sigmoid_gates = ("i", "f", "o")  # the gates proper, in (0, 1); the other block is the tanh candidate
 
     def gates(self, layer: nn.LSTM, x: torch.Tensor, h: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (..., in), h (..., H) -> the four gate activations (..., H): input, forget, candidate, output."""
