@@ -120,9 +120,8 @@ class StreamBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, first, n = self.epoch, self.batch, len(self)
         for i in range(first, n):
-            self.epoch, self.batch = (
-                (epoch, i + 1) if i + 1 < n else (epoch + 1, 0)
-            )  # before the yield: see TrainBatches
+            # advanced before the yield: a checkpoint taken after this batch resumes with the next one
+            self.epoch, self.batch = (epoch, i + 1) if i + 1 < n else (epoch + 1, 0)
             rows = self.streams[:, i * self.context_length : (i + 1) * self.context_length + 1]
             yield rows[:, :-1], rows[:, 1:]  # (B, T) inputs, (B, T) targets; T shorter in the last batch
 
