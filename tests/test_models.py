@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from seqlab.errors import ConfigError
 from seqlab.models import GRU, LSTM, RNN, PaddedMLP, WindowMLP
@@ -17,7 +17,9 @@ V, T = 30, 12
 
 
 def build(config_path: Path, **overrides) -> torch.nn.Module:
-    cfg = OmegaConf.load(config_path)
+    """The model `python train.py model=<name>` would build (defaults lists resolved), at a tiny size."""
+    with initialize_config_dir(config_dir=str(config_path.parent), version_base="1.3"):
+        cfg = compose(config_name=config_path.stem)
     for key, value in overrides.items():
         if key in cfg:
             cfg[key] = value
@@ -79,36 +81,38 @@ RECURRENT = {p.stem: p for p in MODEL_CONFIGS if "forward_with_state" in dir(bui
 
 
 def test_recurrent_configs_are_found():
-    assert {"rnn", "lstm", "gru"} <= set(RECURRENT)
+    assert {"rnn", "lstm", "gru", "irnn", "rnn_orthogonal"} <= set(RECURRENT)
+    irnn = build(RECURRENT["irnn"])
+    assert irnn.layers[0].nonlinearity == "relu" and torch.equal(irnn.layers[0].weight_hh_l0.detach(), torch.eye(32))
 
 
-@pytest.mark.parametrize("name", sorted(RECURRENT))
+@pytest.mark.parametrize("name", ["rnn", "irnn", "lstm", "gru"])  # irnn: the relu path; rnn_orthogonal adds nothing
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("residual", [False, True])
-@pytest.mark.parametrize("from_zero", [True, False])
-def test_step_equals_fused_forward(name, num_layers, residual, from_zero):
-    """One explicit step at a time over the same weights = the fused kernels: every logit and the final state."""
+def test_step_equals_fused_forward(name, num_layers, residual):
+    """One explicit step at a time over the same weights = the fused kernels: every logit and the final state,
+    from the zero state and from a given one."""
     torch.manual_seed(num_layers)
     model = build(RECURRENT[name], num_layers=num_layers, residual=residual).double().eval()
     idx = torch.randint(V, (3, T))
-    start = model.initial_state(3)
-    assert len(start) == len(model.state_names)
-    assert all(s.shape == (num_layers, 3, 32) and s.dtype == torch.float64 and (s == 0).all() for s in start)
-    if not from_zero:
-        start = tuple(torch.randn_like(s) * 0.5 for s in start)
-    logits, final = model.forward_with_state(idx, None if from_zero else start)
-    state, stepped = start, []
-    for t in range(T):
-        step_logits, state = model.step(idx[:, t], state)
-        stepped.append(step_logits)
-    torch.testing.assert_close(torch.stack(stepped, 1), logits, rtol=1e-10, atol=1e-12)
-    for s, f in zip(state, final, strict=True):
-        torch.testing.assert_close(s, f, rtol=1e-10, atol=1e-12)
+    zero = model.initial_state(3)
+    assert len(zero) == len(model.state_names)
+    assert all(s.shape == (num_layers, 3, 32) and s.dtype == torch.float64 and (s == 0).all() for s in zero)
+    given = tuple(torch.randn_like(s) * 0.5 for s in zero)
+    for start in (None, given):
+        logits, final = model.forward_with_state(idx, start)
+        state, stepped = zero if start is None else start, []
+        for t in range(T):
+            step_logits, state = model.step(idx[:, t], state)
+            stepped.append(step_logits)
+        torch.testing.assert_close(torch.stack(stepped, 1), logits, rtol=1e-10, atol=1e-12)
+        for s, f in zip(state, final, strict=True):
+            torch.testing.assert_close(s, f, rtol=1e-10, atol=1e-12)
+        # a chunk continued from the state another chunk left = one pass over both
+        both, _ = model.forward_with_state(torch.cat([idx, idx.flip(1)], 1), start)
+        second, _ = model.forward_with_state(idx.flip(1), final)
+        torch.testing.assert_close(second, both[:, T:], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(model(idx), model.forward_with_state(idx)[0], rtol=0, atol=0)
-    # a chunk continued from the state another chunk left = one pass over both
-    both, _ = model.forward_with_state(torch.cat([idx, idx.flip(1)], 1), None if from_zero else start)
-    second, _ = model.forward_with_state(idx.flip(1), final)
-    torch.testing.assert_close(second, both[:, T:], rtol=1e-10, atol=1e-12)
 
 
 def test_rnn_fused_equals_explicit_cell():
@@ -194,7 +198,7 @@ def test_bad_recurrent_options_are_config_errors(kwargs, message):
     assert str(err.value) == message
 
 
-def test_dropout_acts_in_training_only_and_residual_adds():
+def test_dropout_acts_in_training_only():
     torch.manual_seed(5)
     model = GRU(V, T, hidden_size=16, emb_dim=8, num_layers=2, dropout=0.5)
     idx = torch.randint(V, (2, T))
@@ -202,6 +206,23 @@ def test_dropout_acts_in_training_only_and_residual_adds():
     assert not torch.equal(model(idx), model(idx))
     model.eval()
     assert torch.equal(model(idx), model(idx))
+
+
+def test_residual_adds_each_upper_layer_to_its_input():
+    torch.manual_seed(6)
+    model = LSTM(V, T, hidden_size=16, emb_dim=8, num_layers=3, residual=True)
+    e = model.embed(torch.randint(V, (2, T)))
+    x1, _ = model.layers[0](e)  # the first layer's input is the embedding, of another width: no skip
+    x2 = x1 + model.layers[1](x1)[0]
+    x3 = x2 + model.layers[2](x2)[0]
+    torch.testing.assert_close(model.forward_embedded(e), model.head(x3))
+
+
+def test_init_range_draws_every_parameter_uniformly():
+    model = GRU(V, T, hidden_size=16, emb_dim=8, num_layers=2, init_range=0.1)
+    values = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert values.abs().max() <= 0.1 and values.abs().max() > 0.099
+    assert abs(values.mean()) < 0.01
 
 
 def test_window_mlp_equals_concatenation():

@@ -1,15 +1,13 @@
 """How far back does the loss reach? ‖∂L_T/∂s‖ for the recurrent state s and ‖∂L_T/∂e‖ for the input embedding,
 as functions of the distance d.
 
-L_T is the cross-entropy at the last position of a chunk. Column d holds the inputs of step T−1−d: the token
-embedding e_{T−1−d} and the state the model carries into that step, h_{T−2−d} (d = T−1: the initial state).
-For an RNN, ∂L_T/∂h_{T−2−d} is a product of d Jacobians diag(tanh′) W_hh, so it shrinks (or grows)
-exponentially with d: the seed's vanishing-gradient claim, measured. Every tensor of the state is measured,
-in every layer: for an LSTM both h and the cell c, the seed's "gradient highway". These are gradients with
-respect to the state as carried along the recurrence, which is the total derivative for a single layer;
-in a stack, what layer i hands to layer i+1 at the same step is not part of layer i's carried state.
-g_x is defined for every model: unigram 0 everywhere, mlp_window 0 beyond its window, mlp_padded nonzero
-over the whole prefix.
+L_T is the cross-entropy at the last position of a chunk; column d is position T−1−d. For an RNN,
+∂L_T/∂h_{T−1−d} is a product of d Jacobians diag(tanh′) W_hh, so it shrinks (or grows) exponentially with d:
+the seed's vanishing-gradient claim, measured. Every tensor of the state is measured, in every layer: for
+an LSTM both h and the cell c, the seed's "gradient highway". Each is the total derivative: through the
+recurrence, and inside its own step (an LSTM's c_t -> h_t, layer i -> layer i + 1, the head).
+g_x, for the input embedding e_{T−1−d}, is defined for every model: unigram 0 everywhere, mlp_window 0
+beyond its window, mlp_padded nonzero over the whole prefix.
 
 Norms are taken in float64: a float32 norm squares components below ~1e-23 to 0, hiding the far tail.
 
@@ -46,23 +44,23 @@ def gradient_profile(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor)
     {"x": (B, T)} for every model, and {name: (B, num_layers, T)} for every state tensor of a recurrent one.
 
     Recurrent models (those with `step_embedded`) run their explicit one-step recurrence over the chunk, so
-    each carried state is an autograd node of its own; the gradient a fused module's outputs receive
-    holds only the direct term from each position's own head. The losses of the sequences are summed, so
-    each row's gradient is its own. Parameters' .grad is untouched.
+    each state h_t is an autograd node of its own; the gradient a fused module's outputs receive holds only
+    the direct term from each position's own head. The losses of the sequences are summed, so each row's
+    gradient is its own. Parameters' .grad is untouched.
     """
     e = model.embed(idx).detach().requires_grad_()  # (B, T, E): a leaf, so autograd computes only what we ask
     B, T = idx.shape
-    entering: list[tuple[torch.Tensor, ...]] = []  # the state carried into each step
+    states: list[tuple[torch.Tensor, ...]] = []  # the state after each step
     if hasattr(model, "step_embedded"):
-        state = tuple(s.requires_grad_() for s in model.initial_state(B, e.device))
+        state = model.initial_state(B, e.device)
         for t in range(T):
-            entering.append(state)
             out, state = model.step_embedded(e[:, t], state)  # out (B, H)
+            states.append(state)
         logits = model.head(out)  # (B, V)
     else:
         logits = model.forward_embedded(e)[:, -1]  # (B, V)
     loss = F.cross_entropy(logits, targets[:, -1], reduction="sum")
-    pieces = [per_layer(s) for st in entering for s in st]  # step-major: (t=0: h, c), (t=1: h, c), ...
+    pieces = [per_layer(s) for st in states for s in st]  # step-major: (t=0: h, c), (t=1: h, c), ...
     # unigram's embedding feeds nothing: allow_unused + materialize_grads make that an honest 0
     grads = torch.autograd.grad(loss, [e, *(p for ps in pieces for p in ps)], allow_unused=True, materialize_grads=True)
     profile = {"x": grads[0].double().norm(dim=-1).flip(1)}  # (B, T), column d = position T-1-d
@@ -70,7 +68,7 @@ def gradient_profile(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor)
     for p in pieces:  # regroup into one (L, B) norm per state tensor
         g, grads = grads[: len(p)], grads[len(p) :]
         by_state.append(torch.stack([x.double().norm(dim=-1) for x in g]).reshape(-1, B))
-    names = getattr(model, "state_names", ()) if entering else ()
+    names = getattr(model, "state_names", ()) if states else ()
     for k, name in enumerate(names):
         profile[name] = torch.stack(by_state[k :: len(names)], dim=-1).transpose(0, 1).flip(-1)  # (B, L, T)
     return profile
@@ -82,7 +80,7 @@ def per_layer(state: torch.Tensor) -> list[torch.Tensor | GradientEdge]:
     A state that step_embedded built with torch.stack (or unsqueeze) from per-layer tensors is a copy: its
     own gradient counts only the next step's use of it, not the uses inside the step that made it (an
     LSTM's c_t -> h_t, layer i -> layer i + 1, the head). So the gradient is taken at the stacked pieces
-    themselves (autograd's edges into `stack`); a leaf, such as the initial state, is its own piece.
+    themselves (autograd's edges into `stack`). A state built otherwise is measured as it is.
     """
     fn = state.grad_fn
     stacked = fn is not None and fn.name() in ("StackBackward0", "UnsqueezeBackward0")
@@ -116,7 +114,8 @@ def log_spaced_distances(T: int) -> list[int]:
 class GradientProfile(L.Callback):
     """Measures `gradient_profile` on a fixed probe batch (the first `probe_size` val chunks) every
     `every_n_steps` training steps, at step 0 and at the end; logs scalars, a figure, and a JSONL line.
-    A scheduled measurement is skipped while the scheduled ones have already taken more than `max_share`
+    With `all_layers`, every layer's curves are logged as scalars too (`grad/h/l0/d=001`, ...); the JSONL holds
+    them always. A scheduled measurement is skipped while the scheduled ones have already taken more than `max_share`
     of the training time (1: no limit), so the cost stays bounded even where a step is far faster than
     drawing a figure (a GPU). The first and last measurements are always taken.
 
@@ -130,12 +129,13 @@ class GradientProfile(L.Callback):
         probe_size: int = 32,
         max_share: float = 0.05,
         dirpath: str | None = None,
+        all_layers: bool = False,
     ) -> None:
         super().__init__()
         if every_n_steps < 1 or probe_size < 1:
             raise ValueError(f"every_n_steps={every_n_steps}, probe_size={probe_size}: both must be positive")
         self.every_n_steps, self.probe_size, self.max_share = every_n_steps, probe_size, max_share
-        self.dirpath = dirpath
+        self.dirpath, self.all_layers = dirpath, all_layers
         self.seconds_spent, self._started = 0.0, time.perf_counter()
         self.history: list[dict[str, Any]] = []  # every measurement of this run, for the figure
         self._probe: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -185,9 +185,12 @@ class GradientProfile(L.Callback):
 
     def _write(self, trainer: L.Trainer, record: dict[str, Any]) -> None:
         step, T = record["step"], record["T"]
+        curves = {kind: record[f"g_{kind}_mean"] for kind in profile_kinds(record)}  # the top layer's
+        if self.all_layers:
+            for kind in record.get("state_names", []):
+                curves.update({f"{kind}/l{i}": g for i, g in enumerate(record[f"g_{kind}_by_layer"])})
         scalars = {}
-        for kind in profile_kinds(record):
-            mean = record[f"g_{kind}_mean"]
+        for kind, mean in curves.items():
             for d in log_spaced_distances(T):
                 scalars[f"grad/{kind}/d={d:03d}"] = mean[d]
             # g(T-1)/g(0): how much of the loss's gradient survives the whole chunk
@@ -269,11 +272,11 @@ def plot_profiles(history: list[dict[str, Any]], max_curves: int = 12):
         else:
             ax.text(0.5, 0.5, "0 at every distance", transform=ax.transAxes, ha="center")
         symbol = "e" if kind == "x" else kind
-        layer = f" (top of {last['num_layers']} layers)" if kind != "x" and last.get("num_layers", 1) > 1 else ""
+        layer = f", layer {last['num_layers']}" if kind != "x" and last.get("num_layers", 1) > 1 else ""
         ax.set_xlim(0, last["T"] - 1)  # the whole chunk, so a curve that stops early shows where it hit 0
         ax.set_xlabel("distance d (steps back from the last position)")
         ax.set_ylabel("mean over the probe batch (band: 10-90 %)")
-        ax.set_title(f"{last['model']}: g_{kind}(d) = ‖∂L_T/∂{symbol}‖, step T−1−d{layer}", fontsize=10)
+        ax.set_title(f"{last['model']}: g_{kind}(d) = ‖∂L_T/∂{symbol}_(T−1−d)‖{layer}", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     colours = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(colours, ax=axes[0].tolist(), label="training step")

@@ -88,7 +88,7 @@ class TrainingHealth(L.Callback):
     LSTM/GRU `health/gate_saturation/l<layer>/<gate>`, measured on the first `probe_size` validation chunks.
     """
 
-    def __init__(self, probe_size: int = 32) -> None:
+    def __init__(self, probe_size: int = 8) -> None:
         super().__init__()
         if probe_size < 1:
             raise ValueError(f"probe_size={probe_size}: must be positive")
