@@ -106,6 +106,16 @@ BAD_VALUES = {
     ),
     "num_layers 0": (["model=gru", "model.num_layers=0"], "model.num_layers=0: must be a positive integer"),
     "init unknown": (["model.init=eye"], "model.init=eye: must be one of default, orthogonal, identity"),
+    "stateful feedforward": (
+        ["model=mlp_window", "data.stateful=true"],
+        "data.stateful=true: WindowMLP carries no state",
+    ),
+    "stateful, too few streams": (["data.stateful=true", "data.batch_size=900"], "data.batch_size=900: data.stateful"),
+    "cosine floor > 1": (["schedule=cosine", "schedule.scheduler.floor=1.5"], "schedule.scheduler.floor=1.5"),
+    "plateau at steps": (
+        ["schedule=plateau", "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=2"],
+        "schedule=plateau steps at epoch ends on val/loss",
+    ),
 }
 
 

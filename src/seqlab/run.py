@@ -33,6 +33,7 @@ from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.openmp import settings as openmp_settings
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
+from seqlab.schedule import check_schedule
 from seqlab.slurm import job_key, restarts
 from seqlab.sweep import in_multirun, job_plan, threads_from_config
 from seqlab.system import LanguageModel
@@ -92,6 +93,8 @@ def summary_hparams(cfg: DictConfig, n_params: int | None = None) -> dict[str, A
         "recurrent_radius": cfg.model.get("recurrent_radius"),
         "context_length": cfg.data.context_length,  # null for data=recall: the run fills it in
         "batch_size": cfg.data.batch_size,
+        "stateful": cfg.data.get("stateful", False),
+        "schedule": _choice("schedule", "none"),
         "lr": cfg.optim.lr,
         "weight_decay": cfg.optim.get("weight_decay"),
         "gradient_clip_val": cfg.trainer.get("gradient_clip_val"),
@@ -132,11 +135,14 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
             vocab_size=datamodule.vocab_size,
             context_length=datamodule.context_length,  # data=recall derives it from the episode
             level=datamodule.level,
+            stateful=cfg.data.get("stateful", False),
+            schedule=OmegaConf.to_container(cfg.schedule, resolve=True) if cfg.get("schedule") else None,
         )
     except InstantiationException as err:  # the model refused its sizes (e.g. heads not dividing the width)
         raise _as_config_error(err, cfg.model._target_) from None
     system.vocab = datamodule.vocab
     datamodule.save_vocab(out_dir / "vocab.json")  # after the model accepted its sizes: a refused one writes nothing
+    datamodule.stream_eval = system.recurrent  # recurrent models are also scored with the state carried
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
     )
@@ -180,12 +186,22 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     metrics.update(best_val_loss=best_val_loss, best_val_ppl=math.exp(best_val_loss))
     metrics["best_checkpoint"] = checkpoint.best_model_path if checkpoint is not None else None
 
-    (test,) = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None, verbose=False)
+    if system.recurrent and "val/loss_stateful" in trainer.callback_metrics:  # the last validation's
+        metrics.update(
+            {f"val_{k}_stateful": float(trainer.callback_metrics[f"val/{k}_stateful"]) for k in ("loss", "ppl")}
+        )
+    # one dict per test loader (chunks, and streams for recurrent models); the epoch-end metrics are in each
+    tested = trainer.test(system, datamodule=datamodule, ckpt_path=metrics["best_checkpoint"] or None, verbose=False)
+    test = {key: value for results in tested for key, value in results.items()}
     metrics.update(test_loss=test["test/loss"], test_ppl=test["test/ppl"])
+    if "test/loss_stateful" in test:
+        metrics.update(test_loss_stateful=test["test/loss_stateful"], test_ppl_stateful=test["test/ppl_stateful"])
     if known_source:
         metrics.update(known_source_summary(datamodule, test["test/loss"], best_val_loss, known_source))
     if logger:
         hp_metrics = {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
+        if "test_ppl_stateful" in metrics:
+            hp_metrics["hp/test_ppl_stateful"] = metrics["test_ppl_stateful"]
         if in_multirun():  # one HParams experiment for the whole sweep: seqlab.sweep.write_hparams_experiment
             log_hparams_session(logger, metrics["hparams"], hp_metrics)
         else:
@@ -248,6 +264,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         check_config(cfg)  # every value, before anything is built
         check_budget(cfg.trainer)
+        check_schedule(cfg)
         threads = threads_from_config(cfg)
         if threads is not None:  # before any torch work, so parallel jobs do not each take every core
             torch.set_num_threads(threads)

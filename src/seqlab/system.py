@@ -14,7 +14,9 @@ from hydra.utils import instantiate
 from torchmetrics import MeanMetric
 
 from seqlab.data import IGNORE, Vocab
-from seqlab.errors import DivergedError
+from seqlab.errors import ConfigError, DivergedError
+
+State = tuple[torch.Tensor, ...]
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,13 @@ log = logging.getLogger(__name__)
 class LanguageModel(L.LightningModule):
     """Next-token cross-entropy over every position; perplexity = exp(mean token loss over a whole split).
 
-    `model` and `optim` are plain config dicts (with `_target_`), so hparams stay plain values and
+    `model`, `optim` and `schedule` are plain config dicts (with `_target_`), so hparams stay plain values and
     `LanguageModel.load_from_checkpoint(path)` rebuilds the model with nothing else to hand.
+
+    Recurrent models (those with `forward_with_state`) also get a stateful evaluation: on the split read as
+    streams (dataloader_idx 1), the state carried across the whole split, logged as `val/ppl_stateful`.
+    `stateful=True` trains that way too: the state is carried from batch to batch and detached (truncated
+    BPTT; Lightning 2 dropped `truncated_bptt_steps`), and starts from zeros at every epoch.
     """
 
     def __init__(
@@ -33,12 +40,22 @@ class LanguageModel(L.LightningModule):
         vocab_size: int,
         context_length: int,
         level: str = "char",
+        stateful: bool = False,
+        schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)  # the run logs a summary with metrics (HParams tab)
         self.model = instantiate(model, vocab_size=vocab_size, context_length=context_length)
         self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.recurrent = hasattr(self.model, "forward_with_state")
+        if stateful and not self.recurrent:
+            raise ConfigError(
+                f"data.stateful=true: {type(self.model).__name__} carries no state between batches; use a recurrent model"
+            )
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()  # token-weighted: exact split means
+        self.val_loss_stateful, self.test_loss_stateful = MeanMetric(), MeanMetric()
+        self.train_state: State | None = None  # carried between train batches (stateful=True); in checkpoints
+        self.eval_state: State | None = None  # carried across a split's stream batches
         self.best_val_loss = math.inf
         self.vocab: Vocab | None = None  # set by the run; travels inside checkpoints
         self.train_tokens, self.train_time_s = 0, 0.0
@@ -55,12 +72,25 @@ class LanguageModel(L.LightningModule):
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
         return loss, (y != IGNORE).sum()
 
+    def _stream_loss(self, batch: tuple[torch.Tensor, torch.Tensor], state: State | None) -> tuple[torch.Tensor, State]:
+        """The loss of a stream batch from `state` (None: zeros), and the state after it, detached."""
+        x, y = batch  # (B, T), (B, T): row b continues row b of the previous batch
+        if state is not None:
+            state = tuple(s.to(x.device) for s in state)  # a no-op but after loading a checkpoint
+        logits, state = self.model.forward_with_state(x, state)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+        return loss, tuple(s.detach() for s in state)  # gradients stop at the batch's start: truncated BPTT
+
     # --- training -------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
+        if self.hparams.stateful:
+            # batch_idx counts within the epoch and survives a resume, so 0 means a new pass over the streams
+            loss, self.train_state = self._stream_loss(batch, None if batch_idx == 0 else self.train_state)
+        else:
+            loss, _ = self._loss(batch)
         # NaN, inf, or so large (> 88) that exp(loss), the perplexity, overflows: Adam at lr=1000 ends there
         if not torch.isfinite(loss.detach().exp()):
             raise DivergedError(f"loss is {loss.item():.4g} at step {self.global_step}")
@@ -68,6 +98,7 @@ class LanguageModel(L.LightningModule):
         # self.log costs ~3 ms; log only on the steps the logger writes anyway
         if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
             self.log("train/loss", loss, prog_bar=True)
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -87,26 +118,39 @@ class LanguageModel(L.LightningModule):
             raise DivergedError(f"gradient norm is {norm.item()} at step {self.global_step}")
 
     # --- evaluation -----------------------------------------------------------------------------------
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, n_tokens = self._loss(batch)
-        self.val_loss.update(loss, n_tokens)
+    def _eval_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int, chunks: MeanMetric, streams: MeanMetric
+    ) -> None:
+        if dataloader_idx == 0:  # chunks, each from a zero state
+            loss, n_tokens = self._loss(batch)
+            chunks.update(loss, n_tokens)
+        else:  # the split as streams: the state carried from the split's first batch to its last
+            loss, self.eval_state = self._stream_loss(batch, None if batch_idx == 0 else self.eval_state)
+            streams.update(loss, batch[1].numel())
 
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        loss, n_tokens = self._loss(batch)
-        self.test_loss.update(loss, n_tokens)
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, batch_idx, dataloader_idx, self.val_loss, self.val_loss_stateful)
 
-    def _log_split(self, split: str, metric: MeanMetric) -> dict[str, float]:
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, batch_idx, dataloader_idx, self.test_loss, self.test_loss_stateful)
+
+    def _log_split(self, split: str, metric: MeanMetric, suffix: str = "") -> dict[str, float]:
         loss = metric.compute()
         metric.reset()
-        values = {f"{split}/loss": loss, f"{split}/ppl": loss.exp()}
+        values = {f"{split}/loss{suffix}": loss, f"{split}/ppl{suffix}": loss.exp()}
         self.log_dict(values, prog_bar=split == "val")
         if self.hparams.level == "char":
-            values[f"{split}/bpc"] = loss / math.log(2)
-            self.log(f"{split}/bpc", values[f"{split}/bpc"])
+            values[f"{split}/bpc{suffix}"] = loss / math.log(2)
+            self.log(f"{split}/bpc{suffix}", values[f"{split}/bpc{suffix}"])
         return {k: float(v) for k, v in values.items()}
 
+    def _log_splits(self, split: str, chunks: MeanMetric, streams: MeanMetric) -> dict[str, float]:
+        # streams: only when the datamodule gave the stream loader (recurrent models)
+        stateful = self._log_split(split, streams, "_stateful") if streams.update_called else {}
+        return {**self._log_split(split, chunks), **stateful}
+
     def on_validation_epoch_end(self) -> None:
-        values = self._log_split("val", self.val_loss)
+        values = self._log_splits("val", self.val_loss, self.val_loss_stateful)
         loss = values["val/loss"]
         if not math.isfinite(values["val/ppl"]):
             raise DivergedError(f"validation loss is {loss:.4g} at step {self.global_step}")
@@ -123,18 +167,26 @@ class LanguageModel(L.LightningModule):
             )
 
     def on_test_epoch_end(self) -> None:
-        values = self._log_split("test", self.test_loss)
+        values = self._log_splits("test", self.test_loss, self.test_loss_stateful)
         # the run calls trainer.test(verbose=False): this table, in the log too, replaces Lightning's printed one
-        log.info("test:\n" + "\n".join(f"  {k:<10} {v:.4f}" for k, v in values.items()))
+        log.info("test:\n" + "\n".join(f"  {k:<16} {v:.4f}" for k, v in values.items()))
 
     # --- optimisation and checkpoints -----------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
         # decay matrices only: decaying biases and the unigram's logits would pull them towards uniform
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
         groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
         make_optimizer = instantiate(self.hparams.optim, _partial_=True)  # plain call: Hydra would wrap the groups
-        return make_optimizer([g for g in groups if g["params"]])
+        optimizer = make_optimizer([g for g in groups if g["params"]])
+        schedule = dict(self.hparams.schedule or {})
+        if not schedule.get("scheduler"):
+            return optimizer
+        extra = {}
+        if schedule["scheduler"]["_target_"].endswith("warmup_cosine"):
+            extra["total_steps"] = self.trainer.estimated_stepping_batches  # max_steps, or epochs × batches
+        scheduler = instantiate(schedule.pop("scheduler"), optimizer=optimizer, **extra)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **schedule}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vocab"] = self.vocab.state_dict() if self.vocab else None
@@ -142,6 +194,7 @@ class LanguageModel(L.LightningModule):
             "best_val_loss": self.best_val_loss,
             "train_tokens": self.train_tokens,
             "train_time_s": self.train_time_s,
+            "train_state": self.train_state,  # a resumed stateful run continues its streams where they were
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

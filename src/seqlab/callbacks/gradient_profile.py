@@ -93,7 +93,7 @@ def per_layer(state: torch.Tensor) -> list[torch.Tensor | GradientEdge]:
 def probe_batch(trainer: L.Trainer, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first `size` validation chunks (inputs, targets): a fixed batch, the same at every measurement."""
     xs, ys, n = [], [], 0
-    for x, y in trainer.datamodule.val_dataloader():
+    for x, y in trainer.datamodule.chunks("val"):  # val_dataloader() adds the streams for recurrent models
         xs.append(x)
         ys.append(y)
         n += len(x)

@@ -94,8 +94,46 @@ class EvalBatches:
             yield self.x[i : i + self.batch_size], self.y[i : i + self.batch_size]
 
 
+class StreamBatches:
+    """The split as `batch_size` contiguous streams, read `context_length` tokens at a time (word_language_model's
+    batchify): row b of every batch continues row b of the one before, so a state carried from batch to batch
+    has seen the whole stream. The last batch of a pass may be shorter; every token but a stream's first is a
+    target exactly once. The position (pass, next batch) is a `state_dict`, as for `TrainBatches`.
+    """
+
+    def __init__(self, ids: torch.Tensor, context_length: int, batch_size: int) -> None:
+        n_streams = min(batch_size, len(ids) // (context_length + 1))  # each stream at least one full chunk
+        length = len(ids) // n_streams  # the last len(ids) % n_streams tokens are dropped, as batchify does
+        rank, world = _rank_and_world()
+        self.streams = ids[: n_streams * length].view(n_streams, length)[rank::world]  # (B, L): this rank's rows
+        self.context_length = context_length
+        self.epoch, self.batch = 0, 0  # where the next __iter__ starts
+
+    def __len__(self) -> int:
+        return -(-(self.streams.shape[1] - 1) // self.context_length)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch = state["epoch"], state["batch"]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, first, n = self.epoch, self.batch, len(self)
+        for i in range(first, n):
+            # advanced before the yield: a checkpoint taken after this batch resumes with the next one
+            self.epoch, self.batch = (epoch, i + 1) if i + 1 < n else (epoch + 1, 0)
+            rows = self.streams[:, i * self.context_length : (i + 1) * self.context_length + 1]
+            yield rows[:, :-1], rows[:, 1:]  # (B, T) inputs, (B, T) targets; T shorter in the last batch
+
+
 class TextDataModule(L.LightningDataModule):
-    """Tiny Shakespeare, PTB, WikiText-2, names, or any UTF-8 file, at char or word level."""
+    """Tiny Shakespeare, PTB, WikiText-2, names, or any UTF-8 file, at char or word level.
+
+    `stateful`: train on `StreamBatches` (consecutive batches continue each stream; the system carries the
+    state) instead of shuffled chunks. `stream_eval` (set by the run for recurrent models): validation and
+    test also read each split as streams, as a second loader after the chunks, for the stateful metrics.
+    """
 
     def __init__(
         self,
@@ -107,6 +145,7 @@ class TextDataModule(L.LightningDataModule):
         batch_size: int = 64,
         splits: Sequence[float] = (0.9, 0.05, 0.05),
         seed: int = 0,
+        stateful: bool = False,
     ) -> None:
         super().__init__()
         if corpus != "text_file" and corpus not in CORPORA:
@@ -130,6 +169,7 @@ class TextDataModule(L.LightningDataModule):
             splits,
             int(seed),
         )
+        self.stateful, self.stream_eval = bool(stateful), bool(stateful)
         self.vocab: Vocab | None = None
         self.ids: dict[str, torch.Tensor] = {}
         self.use_cache = True  # the encoded corpus across runs (seqlab.data.encoded); tests turn it off to compare
@@ -206,6 +246,16 @@ class TextDataModule(L.LightningDataModule):
                     f"{n} tokens, fewer than one chunk ({self.context_length + 1})"
                 )
         self.vocab, self.ids = vocab, ids
+        if self.stateful:  # the train split as batch_size streams, each at least one chunk long
+            n_streams = len(self.ids["train"]) // (self.context_length + 1)
+            if n_streams < self.batch_size:
+                self.ids = {}
+                raise ConfigError(
+                    f"data.batch_size={self.batch_size}: data.stateful=true splits the train split of "
+                    f"{self.describe()} into that many streams, but it holds only {n_streams} of "
+                    "data.context_length + 1 tokens"
+                )
+            return
         # TrainBatches would quietly make one smaller batch, and the run would record the size it did not use
         n_chunks = TrainBatches(self.ids["train"], self.context_length, self.batch_size, self.seed).n_chunks
         if self.batch_size > n_chunks:
@@ -218,14 +268,23 @@ class TextDataModule(L.LightningDataModule):
     def describe(self) -> str:
         return self.path if self.corpus == "text_file" else self.corpus
 
-    def train_dataloader(self) -> TrainBatches:
+    def train_dataloader(self) -> TrainBatches | StreamBatches:
+        if self.stateful:
+            return self.streams("train")
         return TrainBatches(self.ids["train"], self.context_length, self.batch_size, self.seed)
 
-    def val_dataloader(self) -> EvalBatches:
-        return EvalBatches(self.ids["val"], self.context_length, self.batch_size)
+    def chunks(self, split: str) -> EvalBatches:
+        return EvalBatches(self.ids[split], self.context_length, self.batch_size)
 
-    def test_dataloader(self) -> EvalBatches:
-        return EvalBatches(self.ids["test"], self.context_length, self.batch_size)
+    def streams(self, split: str) -> StreamBatches:
+        return StreamBatches(self.ids[split], self.context_length, self.batch_size)
+
+    def val_dataloader(self) -> EvalBatches | list[EvalBatches | StreamBatches]:
+        # with stream_eval, a second loader (dataloader_idx 1): the split as streams, for the stateful metrics
+        return [self.chunks("val"), self.streams("val")] if self.stream_eval else self.chunks("val")
+
+    def test_dataloader(self) -> EvalBatches | list[EvalBatches | StreamBatches]:
+        return [self.chunks("test"), self.streams("test")] if self.stream_eval else self.chunks("test")
 
     def save_vocab(self, path: Path) -> None:
         assert self.vocab is not None

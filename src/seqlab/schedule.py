@@ -1,0 +1,55 @@
+"""Learning-rate schedules (conf/schedule/): torch.optim.lr_scheduler objects that the system hands to Lightning.
+
+A schedule config holds `scheduler` (a Hydra target called with the optimizer; `warmup_cosine` also gets the
+run's total steps) and Lightning's `interval` ("step" or "epoch"), `frequency` and, for plateau, `monitor`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from seqlab.errors import ConfigError
+
+
+def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int = 100, floor: float = 0.1) -> LambdaLR:
+    """Linear warmup from 0 over `warmup_steps`, then half a cosine down to `floor` × lr at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+def decay_after(optimizer: Optimizer, constant_epochs: int = 4, gamma: float = 0.5) -> LambdaLR:
+    """lr for `constant_epochs` epochs, then × gamma every epoch (Zaremba et al. 2014: 4 epochs, then ×0.5)."""
+    return LambdaLR(optimizer, lambda epoch: gamma ** max(0, epoch + 1 - constant_epochs))
+
+
+def check_schedule(cfg: Any) -> None:
+    """One-line errors for values that would train with a broken schedule; cfg is the whole run config."""
+    scheduler = (cfg.get("schedule") or {}).get("scheduler")
+    if not scheduler:
+        return
+    for key in ("warmup_steps", "constant_epochs", "patience"):
+        if scheduler.get(key, 0) < 0:
+            raise ConfigError(f"schedule.scheduler.{key}={scheduler[key]}: must be non-negative")
+    for key in ("floor", "gamma", "factor"):
+        value = scheduler.get(key, 0.5)
+        if not 0 <= value <= 1:
+            raise ConfigError(f"schedule.scheduler.{key}={value}: must be between 0 and 1")
+    target, trainer = scheduler.get("_target_", ""), cfg.trainer
+    if target.endswith("warmup_cosine") and trainer.get("max_steps", -1) < 0 and trainer.get("max_epochs", -1) < 0:
+        raise ConfigError("schedule=cosine: its length comes from trainer.max_steps (or max_epochs); set one")
+    plateau = target.endswith("ReduceLROnPlateau") and cfg.schedule.get("interval") == "epoch"
+    if plateau and trainer.get("check_val_every_n_epoch") is None:
+        raise ConfigError(
+            "schedule=plateau steps at epoch ends on val/loss: validate at epoch ends "
+            "(trainer.check_val_every_n_epoch=1 trainer.val_check_interval=null)"
+        )
