@@ -135,7 +135,7 @@ def test_event_files_hold_profile_health_hparams_and_samples(run_dir):
     assert hparams["gradient_clip_val"] == 0.001 and hparams["params"] == metrics["params"]
     assert {"lr", "window"} <= set(hparams)
     metric_tags = {m.name.tag for m in experiment.metric_infos}
-    assert metric_tags == {"hp/best_val_ppl", "hp/test_ppl"}
+    assert metric_tags == {"hp/best_val_ppl", "hp/test_ppl", "hp/test_ppl_stateful"}  # an rnn: scored statefully too
     assert _scalars(acc, "hp/best_val_ppl")[0] == pytest.approx(metrics["best_val_ppl"], rel=1e-6)
     assert _scalars(acc, "hp/test_ppl")[0] == pytest.approx(metrics["test_ppl"], rel=1e-6)
     assert math.isfinite(metrics["test_ppl"])

@@ -206,6 +206,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
             log_hparams_session(logger, metrics["hparams"], hp_metrics)
         else:
             logger.log_hyperparams(metrics["hparams"], hp_metrics)
+        logger.finalize("success")  # flush and close: nothing writes into the run dir after it ends
 
 
 def log_hparams_session(logger: Any, hparams: dict[str, Any], hp_metrics: dict[str, float]) -> None:

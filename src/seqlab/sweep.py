@@ -237,7 +237,10 @@ def write_hparams_experiment(root: Path, jobs: list[Job]) -> Path | None:
     if not values:
         return None
     infos = [api_pb2.HParamInfo(name=k, differs=len(v) > 1) for k, v in sorted(values.items())]
-    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in ("hp/best_val_ppl", "hp/test_ppl")]
+    tags = ["hp/best_val_ppl", "hp/test_ppl"]
+    if any(job.metrics.get("test_ppl_stateful") is not None for job in jobs):  # recurrent jobs, scored statefully
+        tags.append("hp/test_ppl_stateful")
+    metrics = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=t)) for t in tags]
     experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)
     content = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(experiment=experiment))
     summary = Summary(value=[Summary.Value(tag=metadata.EXPERIMENT_TAG, metadata=content)])
