@@ -83,6 +83,10 @@ BAD_VALUES = {
     "max_steps 0": (["trainer.max_steps=0"], "trainer.max_steps=0: must be a positive integer or -1"),
     "max_steps 2.5": (["trainer.max_steps=2.5"], "trainer.max_steps=2.5: must be an integer"),
     "val interval 0": (["trainer.val_check_interval=0"], "trainer.val_check_interval=0: must be a positive integer"),
+    "never validates": (
+        ["trainer.val_check_interval=null"],
+        "trainer.val_check_interval=null with trainer.check_val_every_n_epoch=null: the run would never validate",
+    ),
     "val interval 0.5": (["trainer.val_check_interval=0.5"], "trainer.val_check_interval=0.5: must be a positive"),
     "clip < 0": (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1: must be a non-negative number"),
     "precision": (["trainer.precision=99"], "trainer.precision=99: must be null or one of 64, 32, 16, "),

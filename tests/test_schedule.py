@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from test_stateful import TINY, V
 from torch.utils.data import DataLoader
 
+from seqlab.config import check_config
 from seqlab.errors import ConfigError
-from seqlab.run import check_config
 from seqlab.system import LanguageModel
 
 LR = 0.5
@@ -89,7 +89,11 @@ def test_default_is_no_schedule_and_plateau_validates_at_epoch_ends(tmp_path: Pa
     assert cfg.trainer.check_val_every_n_epoch == 1 and cfg.trainer.val_check_interval is None
     check_config(cfg)
     with pytest.raises(ConfigError, match=r"schedule=plateau steps at epoch ends on val/loss"):
-        check_config(compose_config(["schedule=plateau", "trainer.check_val_every_n_epoch=null"], tmp_path))
+        check_config(
+            compose_config(
+                ["schedule=plateau", "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=100"], tmp_path
+            )
+        )
     with pytest.raises(ConfigError, match=r"schedule.scheduler.floor=2: must be between 0 and 1"):
         check_config(compose_config(["schedule=cosine", "schedule.scheduler.floor=2"], tmp_path))
     with pytest.raises(ConfigError, match=r"schedule=cosine: its length comes from trainer.max_steps"):

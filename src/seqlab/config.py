@@ -118,7 +118,12 @@ RULES: list[tuple[str, Number | OneOf]] = [
     ("threads", Number(lo=1, integer=True, null=True, note="null: the launcher's share of the cores")),
     ("trainer.max_steps", Number(lo=1, integer=True, also=(-1,), note="-1: train by epochs or time")),
     ("trainer.max_epochs", Number(lo=1, integer=True, also=(-1,), null=True)),
-    ("trainer.val_check_interval", Number(lo=1, integer=True, null=False, note="training steps between validations")),
+    (
+        "trainer.val_check_interval",
+        Number(
+            lo=1, integer=True, null=True, note="training steps between validations, or null to validate at epoch ends"
+        ),
+    ),
     ("trainer.gradient_clip_val", Number(lo=0, null=True, note="0 or null: no clipping")),
     ("trainer.log_every_n_steps", POSITIVE_INT),
     ("trainer.num_sanity_val_steps", Number(lo=0, integer=True, also=(-1,), null=True)),
@@ -153,7 +158,15 @@ def check_config(cfg: DictConfig) -> None:
     window, context_length = values.get("model.window"), values.get("data.context_length")
     if window is not None and context_length is not None and window > context_length:
         raise ConfigError(f"model.window={window}: larger than data.context_length={context_length}")
+    if values.get("trainer.val_check_interval") is None and values.get("trainer.check_val_every_n_epoch") is None:
+        raise ConfigError(
+            "trainer.val_check_interval=null with trainer.check_val_every_n_epoch=null: the run would never "
+            "validate; give one of them"
+        )
     _check_accelerator(values)
+    from seqlab.schedule import check_schedule  # imports torch: only here, not in the launcher's callbacks
+
+    check_schedule(cfg)
 
 
 def _choice(group: str) -> str | None:

@@ -33,7 +33,6 @@ from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.openmp import settings as openmp_settings
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
-from seqlab.schedule import check_schedule
 from seqlab.slurm import job_key, restarts
 from seqlab.sweep import in_multirun, job_plan, threads_from_config
 from seqlab.system import LanguageModel
@@ -265,7 +264,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         check_config(cfg)  # every value, before anything is built
         check_budget(cfg.trainer)
-        check_schedule(cfg)
         threads = threads_from_config(cfg)
         if threads is not None:  # before any torch work, so parallel jobs do not each take every core
             torch.set_num_threads(threads)

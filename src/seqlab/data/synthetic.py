@@ -135,11 +135,15 @@ class MarkovDataModule(TextDataModule):
             **kwargs,
         )
         self.corpus = "markov"
+        self.use_cache = False  # generated from a seed in-process: nothing to cache (seqlab.data.encoded)
         self.lengths = [int(n) for n in lengths]
         self.source_seed = int(source_seed)
         self.source = MarkovSource(int(num_symbols), int(order), float(alpha), int(source_seed))
 
-    def _split_tokens(self) -> dict[str, list[str]]:
+    def _texts(self) -> dict[str, str]:
+        return {}  # no files: the tokens are drawn in _split_tokens
+
+    def _split_tokens(self, texts: dict[str, str] | None = None) -> dict[str, list[str]]:
         return {
             split: [SYMBOLS[i] for i in self.source.sample(n, seed=self.source_seed * 1000 + 1 + i)]
             for i, (split, n) in enumerate(zip(SPLITS, self.lengths, strict=True))
@@ -294,8 +298,12 @@ class RecallDataModule(TextDataModule):
         self.train_min_gap = None if train_min_gap is None else int(train_min_gap)
         self.source_seed = int(source_seed)
         self.episodes: dict[str, torch.Tensor] = {}
+        self.use_cache = False  # generated from a seed in-process: nothing to cache (seqlab.data.encoded)
 
-    def _split_tokens(self) -> dict[str, list[str]]:
+    def _texts(self) -> dict[str, str]:
+        return {}  # no files: the tokens are drawn in _split_tokens
+
+    def _split_tokens(self, texts: dict[str, str] | None = None) -> dict[str, list[str]]:
         tokens = {}
         for i, (split, n) in enumerate(zip(SPLITS, self.n_episodes, strict=True)):
             # val and test always at gap d: the closed-form optimum and recall_acc are about that distance
