@@ -53,13 +53,14 @@ def job_info(job: str) -> dict[str, str]:
 def requeue(job: str, how: str = "scontrol") -> None:
     """`scontrol`: what pre-emption does, SIGTERM now and the job back in the queue. `USR2`: what SLURM sends a
     submitit job `signal_delay_s` before its time limit; submitit then requeues the job itself. Slurm holds a
-    requeued job for a while (Reason=BeginTime); StartTime=now lets it run again at once."""
+    requeued job for a while (Reason=BeginTime); StartTime=now+5 lets it run again soon. (At once, the node can
+    refuse the new start while it still revokes the old one's credential: "Job credential revoked".)"""
     if how == "scontrol":
         subprocess.run(["scontrol", "requeue", job], check=True, capture_output=True)
     else:
         subprocess.run(["scancel", f"--signal={how}", job], check=True, capture_output=True)
     wait_until(lambda: job_info(job).get("JobState") == "PENDING", f"job {job} to be back in the queue")
-    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], check=True, capture_output=True)
+    subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now+5"], check=True, capture_output=True)
 
 
 # --- fast: where a run goes under SLURM, and when it resumes by itself ---------------------------------
