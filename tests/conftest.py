@@ -1,3 +1,7 @@
+from seqlab.openmp import sleep_when_idle
+
+sleep_when_idle()  # before any test imports torch: 2 torch threads must not spin against a busy core
+
 import os
 from pathlib import Path
 
