@@ -26,6 +26,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from seqlab.slurm import job_key
+
 log = logging.getLogger(__name__)
 
 MAX_DIRNAME = 200  # bytes; most filesystems stop at 255
@@ -294,7 +296,8 @@ class SweepReport(Callback):
         )
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN or os.getpid() == self.launcher_pid:
+        # a SLURM job is stopped alone (pre-emption, a time limit) and requeued: that is no stop of the sweep
+        if config.hydra.mode != RunMode.MULTIRUN or os.getpid() == self.launcher_pid or job_key() is not None:
             return
         # a job's own process (joblib, submitit): a signal before or after its fit, or while it waits for
         # the next job, stops the sweep rather than killing the worker (ResumeCheckpoint handles the fit)
@@ -306,7 +309,7 @@ class SweepReport(Callback):
             pass
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        if config.hydra.mode != RunMode.MULTIRUN:
+        if config.hydra.mode != RunMode.MULTIRUN or job_key() is not None:  # see on_job_start
             return
         try:
             status = json.loads((Path(config.hydra.runtime.output_dir) / "metrics.json").read_text()).get("status")
