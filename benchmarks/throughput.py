@@ -64,6 +64,9 @@ class StepClock(L.Callback):
 def config(model: str, data: str, out_dir: str, steps: int, extra: list[str]) -> DictConfig:
     """The config `python train.py model=<model> data=<data> ...` runs, with no validation before the end."""
     overrides = [f"model={model}", f"data={data}", "trainer.accelerator=cpu", f"trainer.max_steps={steps}"]
+    # a size override only where the model has that key (the transformer's width is emb_dim, not hidden_size)
+    keys = OmegaConf.load(ROOT / "conf" / "model" / f"{model}.yaml").keys()
+    extra = [o for o in extra if not o.startswith("model.") or o.split("=", 1)[0].removeprefix("model.") in keys]
     overrides += [f"trainer.val_check_interval={steps + 1}", "+trainer.limit_val_batches=1", *extra]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
