@@ -15,8 +15,9 @@ plain tokens/s; `ms/step` the fixed per-step cost seqlab adds over the plain loo
 the number that matters for fast steps such as the unigram's.
 
 The thread settings are train.py's (OMP_WAIT_POLICY=PASSIVE unless set; see benchmarks/threads.py).
-Stateful training (a carried, detached state between consecutive chunks) is `--stateful`: the plain side is
-here; the seqlab side needs the stateful data path (branch `stateful`): put its overrides in STATEFUL_OVERRIDES.
+Stateful training (`--stateful`, recurrent models only): `data.stateful=true` on every path, so all three read
+the train split as streams and carry the detached state from batch to batch (truncated BPTT).
+`--accelerator gpu` times the CUDA path (the clock synchronises the device at the warmup step and the last one).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from seqlab.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
-STATEFUL_OVERRIDES: list[str] = []  # e.g. the stateful data switch, once branch `stateful` lands
+STATEFUL_OVERRIDES = ["data.stateful=true"]
 PATHS = ("plain", "lightning", "seqlab")
 
 
@@ -56,14 +57,21 @@ class StepClock(L.Callback):
         self.warmup, self.started, self.stopped = warmup, 0.0, 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step in (self.warmup, trainer.max_steps):  # only there: a sync per step would slow it
+            synchronize(pl_module.device)
         self.stopped = time.perf_counter()
         if trainer.global_step == self.warmup:
             self.started = self.stopped
 
 
-def config(model: str, data: str, out_dir: str, steps: int, extra: list[str]) -> DictConfig:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def config(model: str, data: str, out_dir: str, steps: int, extra: list[str], accelerator: str = "cpu") -> DictConfig:
     """The config `python train.py model=<model> data=<data> ...` runs, with no validation before the end."""
-    overrides = [f"model={model}", f"data={data}", "trainer.accelerator=cpu", f"trainer.max_steps={steps}"]
+    overrides = [f"model={model}", f"data={data}", f"trainer.accelerator={accelerator}", f"trainer.max_steps={steps}"]
     # a size override only where the model has that key (the transformer's width is emb_dim, not hidden_size)
     keys = OmegaConf.load(ROOT / "conf" / "model" / f"{model}.yaml").keys()
     extra = [o for o in extra if not o.startswith("model.") or o.split("=", 1)[0].removeprefix("model.") in keys]
@@ -84,19 +92,20 @@ def make_system(cfg: DictConfig, dm: TextDataModule) -> LanguageModel:
         vocab_size=dm.vocab_size,
         context_length=dm.context_length,
         level=dm.level,
+        stateful=dm.stateful,
     )
     system.vocab = dm.vocab
     return system
 
 
-def plain(cfg: DictConfig, dm: TextDataModule, steps: int, warmup: int, stateful: bool) -> float:
+def plain(cfg: DictConfig, dm: TextDataModule, steps: int, warmup: int, device: torch.device) -> float:
     """Seconds for steps warmup..steps of a bare loop over the same batches, model and optimizer."""
-    system = make_system(cfg, dm)
+    system = make_system(cfg, dm).to(device)
     net, opt, clip = system.model, system.configure_optimizers(), cfg.trainer.get("gradient_clip_val")
     batches, state = iter(dm.train_dataloader()), None
     for step in range(1, steps + 1):
-        x, y = next(batches)
-        if stateful:  # truncated BPTT: the state carried between chunks, detached
+        x, y = (t.to(device, non_blocking=True) for t in next(batches))
+        if dm.stateful:  # truncated BPTT: the state carried between chunks, detached
             logits, state = net.forward_with_state(x, state)
             state = tuple(s.detach() for s in state)
         else:
@@ -108,7 +117,9 @@ def plain(cfg: DictConfig, dm: TextDataModule, steps: int, warmup: int, stateful
             torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
         opt.step()
         if step == warmup:
+            synchronize(device)
             started = time.perf_counter()
+    synchronize(device)
     return time.perf_counter() - started
 
 
@@ -120,7 +131,8 @@ def lightning(cfg: DictConfig, dm: TextDataModule, steps: int, warmup: int, full
         trainer = instantiate(cfg.trainer, callbacks=[*callbacks, clock], logger=instantiate(cfg.logger))
     else:
         trainer = L.Trainer(
-            accelerator="cpu",
+            accelerator=cfg.trainer.accelerator,
+            devices=1,
             max_steps=steps,
             limit_val_batches=0,
             logger=False,
@@ -142,6 +154,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--stateful", action="store_true", help="carried state (recurrent models only)")
+    parser.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and steps, fewer PTB models: checks it runs")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. data.batch_size=32")
     args = parser.parse_args()
@@ -151,14 +164,16 @@ def main() -> None:
         extra += ["model.hidden_size=16", "data.batch_size=4", "data.context_length=16"]
         quick_word_models = {"unigram", "rnn"}  # the 10k softmax with the smallest and a recurrent model
     if args.stateful:
-        if not STATEFUL_OVERRIDES:
-            parser.error("--stateful: the seqlab side needs the stateful data path (branch `stateful`)")
         extra += STATEFUL_OVERRIDES
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        parser.error("--accelerator gpu: no CUDA device on this machine")
+    device = torch.device("cuda" if args.accelerator == "gpu" else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
     quiet_lightning()
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(
-        f"torch {torch.__version__}, lightning {L.__version__}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, lightning {L.__version__}, {where}, "
         f"{args.steps - args.warmup} timed steps, {args.repeats} alternating repeats, overrides {extra or 'none'}"
     )
     rows = [
@@ -169,10 +184,12 @@ def main() -> None:
         for data in args.data:
             dm = None
             for model in args.models:
-                cfg = config(model, data, out_dir, args.steps, extra)
+                cfg = config(model, data, out_dir, args.steps, extra, args.accelerator)
                 if args.quick and data != "shakespeare" and model not in quick_word_models:
                     continue
-                if args.stateful and "forward_with_state" not in dir(instantiate(cfg.model, vocab_size=2)):
+                if args.stateful and "forward_with_state" not in dir(
+                    instantiate(cfg.model, vocab_size=2, context_length=4)
+                ):
                     continue
                 if dm is None:  # one corpus, encoded once, for every model and path
                     dm = instantiate(cfg.data)
@@ -180,7 +197,7 @@ def main() -> None:
                     dm.setup("fit")
                 seconds: dict[str, list[float]] = {p: [] for p in PATHS}
                 for _ in range(args.repeats):  # alternate, so every path sees the same drift in load
-                    seconds["plain"].append(plain(cfg, dm, args.steps, args.warmup, args.stateful))
+                    seconds["plain"].append(plain(cfg, dm, args.steps, args.warmup, device))
                     seconds["lightning"].append(lightning(cfg, dm, args.steps, args.warmup, full=False))
                     seconds["seqlab"].append(lightning(cfg, dm, args.steps, args.warmup, full=True))
                 n, tokens = args.steps - args.warmup, dm.batch_size * dm.context_length
