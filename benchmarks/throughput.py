@@ -47,6 +47,9 @@ from seqlab.system import LanguageModel
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
 STATEFUL_OVERRIDES = ["data.stateful=true"]
+# ReLU with W_hh = I blows up under AdamW's first step at the default lr 3e-3 (conf/experiment/gradient_highways.yaml);
+# the lr does not change the cost of a step
+MODEL_OVERRIDES = {"irnn": ["optim.lr=3e-4"]}
 PATHS = ("plain", "lightning", "seqlab")
 
 
@@ -75,7 +78,8 @@ def config(model: str, data: str, out_dir: str, steps: int, extra: list[str], ac
     # a size override only where the model has that key (the transformer's width is emb_dim, not hidden_size)
     keys = OmegaConf.load(ROOT / "conf" / "model" / f"{model}.yaml").keys()
     extra = [o for o in extra if not o.startswith("model.") or o.split("=", 1)[0].removeprefix("model.") in keys]
-    overrides += [f"trainer.val_check_interval={steps + 1}", "+trainer.limit_val_batches=1", *extra]
+    overrides += [f"trainer.val_check_interval={steps + 1}", "+trainer.limit_val_batches=1"]
+    overrides += [*MODEL_OVERRIDES.get(model, []), *extra]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):

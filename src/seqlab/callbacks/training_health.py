@@ -84,15 +84,19 @@ class TrainingHealth(L.Callback):
     """Logs the norms that `LanguageModel.on_before_optimizer_step` computes anyway (no second pass over the
     gradients), on the logger's steps only: `health/grad_norm`, `health/grad_norm/<group>`,
     `health/clipped_frac` (share of the steps since the last log whose norm exceeded
-    `trainer.gradient_clip_val`; 0 without clipping), `health/sigma_max/weight_hh_l<layer>[/<gate>]`, and for
-    LSTM/GRU `health/gate_saturation/l<layer>/<gate>`, measured on the first `probe_size` validation chunks.
+    `trainer.gradient_clip_val`; 0 without clipping). Every `spectra_every_n_steps` steps and at the last one:
+    `health/sigma_max/weight_hh_l<layer>[/<gate>]`, and for LSTM/GRU `health/gate_saturation/l<layer>/<gate>`,
+    measured on the first `probe_size` validation chunks. Those cost an SVD per matrix and a forward pass
+    (on an H100 more than the training step of a small model), so they keep a slower cadence of their own.
     """
 
-    def __init__(self, probe_size: int = 8) -> None:
+    def __init__(self, probe_size: int = 8, spectra_every_n_steps: int = 100) -> None:
         super().__init__()
         if probe_size < 1:
             raise ValueError(f"probe_size={probe_size}: must be positive")
-        self.probe_size = probe_size
+        if spectra_every_n_steps < 1:
+            raise ValueError(f"spectra_every_n_steps={spectra_every_n_steps}: must be positive")
+        self.probe_size, self.spectra_every_n_steps = probe_size, spectra_every_n_steps
         self._clipped = self._steps = 0
         self._seen: torch.Tensor | None = None
         self._probe: torch.Tensor | None = None
@@ -109,15 +113,21 @@ class TrainingHealth(L.Callback):
         if clipping_norm:
             self._clipped = self._clipped + (norm > clip)  # a tensor: no device sync on every step
         self._steps += 1
-        if trainer.global_step % trainer.log_every_n_steps != 0:
+        step = trainer.global_step
+        log_now = step % trainer.log_every_n_steps == 0
+        spectra_now = step % self.spectra_every_n_steps == 0 or step == trainer.max_steps
+        if not (log_now or spectra_now):
             return
-        metrics = {"health/grad_norm": norm}
-        metrics.update({f"health/grad_norm/{g}": n for g, n in group_norms(pl_module.grad_norms).items()})
-        if clipping_norm or not clip:
-            metrics["health/clipped_frac"] = torch.as_tensor(self._clipped, dtype=torch.float) / self._steps
-        # an SVD per W_hh: only on logging steps
-        metrics.update({f"health/sigma_max/{n}": s for n, s in recurrent_sigma_max(pl_module.model).items()})
-        if hasattr(pl_module.model, "sigmoid_gates") and trainer.datamodule is not None:
+        metrics: dict[str, Any] = {}
+        if log_now:
+            metrics["health/grad_norm"] = norm
+            metrics.update({f"health/grad_norm/{g}": n for g, n in group_norms(pl_module.grad_norms).items()})
+            if clipping_norm or not clip:
+                metrics["health/clipped_frac"] = torch.as_tensor(self._clipped, dtype=torch.float) / self._steps
+            self._clipped = self._steps = 0
+        if spectra_now:
+            metrics.update({f"health/sigma_max/{n}": s for n, s in recurrent_sigma_max(pl_module.model).items()})
+        if spectra_now and hasattr(pl_module.model, "sigmoid_gates") and trainer.datamodule is not None:
             if self._probe is None:
                 self._probe = probe_batch(trainer, self.probe_size)[0]
             saturation = gate_saturation(pl_module.model, self._probe.to(pl_module.device))
@@ -126,4 +136,3 @@ class TrainingHealth(L.Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=trainer.global_step)
-        self._clipped = self._steps = 0
