@@ -77,6 +77,15 @@ def test_cosine_warms_up_linearly_then_decays_to_the_floor():
     assert record.by_step[4] == pytest.approx(LR) and min(record.by_step[4:]) > 0.1 * LR
 
 
+def test_cosine_under_a_time_budget_follows_the_clock():
+    """trainer.max_time with no step count: the cosine runs on the share of the budget spent and ends at the floor."""
+    record = fit(schedule("cosine", warmup_steps=2, floor=0.1), max_steps=-1, max_time={"seconds": 1})
+    lrs = record.by_step
+    assert len(lrs) > 20 and lrs[:2] == pytest.approx([LR / 2, LR], rel=1e-12)
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:], strict=False))  # falls with the clock, never rises
+    assert 0.1 * LR <= lrs[-1] < 0.2 * LR  # near the floor as the budget runs out (a loaded machine: a slow last step)
+
+
 def test_plateau_divides_the_lr_when_val_loss_stops_improving():
     # an lr so small that val/loss moves by less than ReduceLROnPlateau's threshold: no epoch improves on the first
     record = fit(schedule("plateau", eps=0.0), lr=1e-9, val=batches(2), max_epochs=4)  # eps: its smallest lr change

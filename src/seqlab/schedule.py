@@ -7,6 +7,7 @@ run's total steps) and Lightning's `interval` ("step" or "epoch"), `frequency` a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from torch.optim import Optimizer
@@ -15,13 +16,25 @@ from torch.optim.lr_scheduler import LambdaLR
 from seqlab.errors import ConfigError
 
 
-def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_steps: int = 100, floor: float = 0.1) -> LambdaLR:
-    """Linear warmup from 0 over `warmup_steps`, then half a cosine down to `floor` × lr at `total_steps`."""
+def warmup_cosine(
+    optimizer: Optimizer,
+    total_steps: float,
+    warmup_steps: int = 100,
+    floor: float = 0.1,
+    budget_spent: Callable[[], float] | None = None,
+) -> LambdaLR:
+    """Linear warmup from 0 over `warmup_steps`, then half a cosine down to `floor` × lr at `total_steps`.
+    Under a wall-clock budget (trainer.max_time, no step count) `budget_spent()`, the share of the budget used
+    (0..1), stands in for the share of the steps: the cosine ends with the time, whatever this machine's speed
+    (so the schedule, and the run, differ from machine to machine)."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        if budget_spent is not None:
+            progress = min(budget_spent(), 1.0)
+        else:
+            progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return LambdaLR(optimizer, factor)
@@ -45,8 +58,9 @@ def check_schedule(cfg: Any) -> None:
         if not 0 <= value <= 1:
             raise ConfigError(f"schedule.scheduler.{key}={value}: must be between 0 and 1")
     target, trainer = scheduler.get("_target_", ""), cfg.trainer
-    if target.endswith("warmup_cosine") and trainer.get("max_steps", -1) < 0 and trainer.get("max_epochs", -1) < 0:
-        raise ConfigError("schedule=cosine: its length comes from trainer.max_steps (or max_epochs); set one")
+    no_length = all(trainer.get(key, -1) in (None, -1) for key in ("max_steps", "max_epochs"))
+    if target.endswith("warmup_cosine") and no_length and not trainer.get("max_time"):
+        raise ConfigError("schedule=cosine: its length comes from trainer.max_steps, max_epochs or max_time; set one")
     plateau = target.endswith("ReduceLROnPlateau") and cfg.schedule.get("interval") == "epoch"
     if plateau and trainer.get("check_val_every_n_epoch") is None:
         raise ConfigError(

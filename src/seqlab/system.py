@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from functools import partial
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
 from torchmetrics import MeanMetric
 
 from seqlab.data import IGNORE, Vocab
@@ -197,6 +199,9 @@ class LanguageModel(L.LightningModule):
         extra = {}
         if schedule["scheduler"]["_target_"].endswith("warmup_cosine"):
             extra["total_steps"] = self.trainer.estimated_stepping_batches  # max_steps, or epochs × batches
+            timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+            if math.isinf(extra["total_steps"]) and timer is not None:  # only a wall-clock budget: run by the clock
+                extra["budget_spent"] = partial(budget_spent, timer)
         scheduler = instantiate(schedule.pop("scheduler"), optimizer=optimizer, **extra)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **schedule}}
 
@@ -215,3 +220,9 @@ class LanguageModel(L.LightningModule):
             self.vocab = Vocab.from_state_dict(saved)
         for key, value in checkpoint.get("seqlab", {}).items():
             setattr(self, key, value)
+
+
+def budget_spent(timer: Timer) -> float:
+    """Share of trainer.max_time spent in training (Lightning's Timer; restored with the run on resume)."""
+    elapsed = timer.time_elapsed("train")
+    return elapsed / max(elapsed + timer.time_remaining("train"), 1e-9)

@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqlab.errors import ConfigError
-from seqlab.models.scan import chunked_scan, log_space_scan, sequential_scan
+from seqlab.models.scan import ScannedStack, chunked_scan, log_space_scan, sequential_scan
 
 
 def g(x: torch.Tensor) -> torch.Tensor:
@@ -43,7 +43,7 @@ class MinGRULayer(nn.Module):
         return x + F.glu(self.glu(h), dim=-1), h
 
 
-class MinGRU(nn.Module):
+class MinGRU(ScannedStack):
     """minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): a GRU whose gate and candidate depend on x_t only,
     so h_1..h_T follow from a scan that is parallel in T; stacked in pre-LayerNorm residual blocks with a GLU.
     state_names = ("h",), the per-layer h_t (num_layers, B, hidden_size).
@@ -54,8 +54,6 @@ class MinGRU(nn.Module):
     default; `scan=log` is for accelerators. `step_embedded` is the same recurrence, one step.
     """
 
-    state_names = ("h",)
-
     def __init__(
         self,
         vocab_size: int,
@@ -65,47 +63,6 @@ class MinGRU(nn.Module):
         num_layers: int = 2,
         scan: str = "loop",
     ) -> None:
-        super().__init__()
         if scan not in ("log", "chunked", "loop"):
             raise ConfigError(f"model.scan={scan}: expected one of chunked, log, loop")
-        self.scan, self.hidden_size, self.num_layers = scan, hidden_size, num_layers
-        self.tok_emb = nn.Embedding(vocab_size, emb_dim)
-        self.layers = nn.ModuleList(MinGRULayer(emb_dim, hidden_size) for _ in range(num_layers))
-        self.ln_f, self.head = nn.LayerNorm(emb_dim), nn.Linear(emb_dim, vocab_size)
-        nn.init.normal_(self.head.weight, std=0.02)  # logits ≈ 0 at init: the loss starts at ≈ ln V
-        nn.init.zeros_(self.head.bias)
-
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.tok_emb(idx)  # (B, T, E)
-
-    def initial_state(self, batch_size: int, device: torch.device | None = None) -> tuple[torch.Tensor]:
-        device = device or self.head.weight.device
-        dtype = self.head.weight.dtype
-        return (torch.zeros(len(self.layers), batch_size, self.hidden_size, device=device, dtype=dtype),)
-
-    def _run(self, e: torch.Tensor, state: tuple[torch.Tensor] | None) -> tuple[torch.Tensor, tuple]:
-        x, last = e, []  # (B, T, D)
-        for i, layer in enumerate(self.layers):
-            x, h = layer(x, None if state is None else state[0][i], self.scan)
-            last.append(h)
-        return self.head(self.ln_f(x)), (torch.stack(last),)  # (B, T, V), ((L, B, H),)
-
-    def forward_with_state(self, idx: torch.Tensor, state: tuple[torch.Tensor] | None = None):
-        return self._run(self.embed(idx), state)
-
-    def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
-        return self._run(e, None)[0]
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self._run(self.embed(idx), None)[0]
-
-    def step_embedded(self, e_t: torch.Tensor, state: tuple[torch.Tensor]) -> tuple[torch.Tensor, tuple]:
-        x, hs = e_t, []
-        for layer, h in zip(self.layers, state[0], strict=True):
-            x, h = layer.step(x, h)
-            hs.append(h)
-        return self.ln_f(x), (torch.stack(hs),)  # out (B, D)
-
-    def step(self, idx_t: torch.Tensor, state: tuple[torch.Tensor]) -> tuple[torch.Tensor, tuple]:
-        out, state = self.step_embedded(self.embed(idx_t), state)
-        return self.head(out), state
+        super().__init__(vocab_size, emb_dim, hidden_size, num_layers, lambda: MinGRULayer(emb_dim, hidden_size), scan)

@@ -9,12 +9,19 @@ Three ways to compute the same h_1..h_T, tested equal in float64 (tests/test_sca
   a*_t = Σ_{r≤t} log a_r, fully parallel in T. minGRU feeds it log b directly (its g(x) > 0).
 
 An initial state h_0 enters every path (a bug class in public parallel scans is to drop it; tests check it).
+
+`ScannedStack` is what ssm and mingru share around their layers: embedding, a stack of residual blocks that
+each run such a recurrence, a final LayerNorm and the head, with the carried-state interface.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def sequential_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
@@ -58,3 +65,65 @@ def log_space_scan(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor | 
     a_star = log_a.cumsum(1)  # (B, T, N): log of the decay from the start
     h = (a_star + torch.logcumsumexp(log_b - a_star, dim=1)).exp()  # the scan from h_0 = 0
     return h if h0 is None else h + a_star.exp() * h0.unsqueeze(1)  # h_0 enters linearly, whatever its sign
+
+
+class ScannedStack(nn.Module):
+    """tok_emb -> num_layers residual blocks -> LayerNorm -> head. Each block, made by `make_layer()`, maps
+    `(x (B, T, D), h0 (B, H) or None, scan) -> (x, h_T)` over a chunk and `step(x (B, D), h) -> (x, h)` one token
+    at a time; `scan` is whatever the subclass stores and its blocks read. The state is the per-layer h,
+    state_names = ("h",), one tensor (num_layers, B, hidden_size)."""
+
+    state_names = ("h",)
+
+    def __init__(
+        self,
+        vocab_size: int,
+        emb_dim: int,
+        hidden_size: int,
+        num_layers: int,
+        make_layer: Callable[[], nn.Module],
+        scan: Any,
+    ) -> None:
+        super().__init__()
+        self.scan, self.hidden_size, self.num_layers = scan, hidden_size, num_layers
+        self.tok_emb = nn.Embedding(vocab_size, emb_dim)
+        self.layers = nn.ModuleList(make_layer() for _ in range(num_layers))
+        self.ln_f, self.head = nn.LayerNorm(emb_dim), nn.Linear(emb_dim, vocab_size)
+        nn.init.normal_(self.head.weight, std=0.02)  # logits ≈ 0 at init: the loss starts at ≈ ln V
+        nn.init.zeros_(self.head.bias)
+
+    def embed(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.tok_emb(idx)  # (B, T, E)
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None) -> tuple[torch.Tensor]:
+        w = self.head.weight
+        return (torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device or w.device, dtype=w.dtype),)
+
+    def _run(self, e: torch.Tensor, state: tuple[torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
+        x, last = e, []  # (B, T, D)
+        for i, layer in enumerate(self.layers):
+            x, h = layer(x, None if state is None else state[0][i], self.scan)
+            last.append(h)
+        return self.head(self.ln_f(x)), (torch.stack(last),)  # (B, T, V), ((L, B, H),)
+
+    def forward_with_state(
+        self, idx: torch.Tensor, state: tuple[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
+        return self._run(self.embed(idx), state)
+
+    def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
+        return self._run(e, None)[0]
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self._run(self.embed(idx), None)[0]
+
+    def step_embedded(self, e_t: torch.Tensor, state: tuple[torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
+        x, hs = e_t, []
+        for layer, h in zip(self.layers, state[0], strict=True):
+            x, h = layer.step(x, h)
+            hs.append(h)
+        return self.ln_f(x), (torch.stack(hs),)  # out (B, D)
+
+    def step(self, idx_t: torch.Tensor, state: tuple[torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
+        out, state = self.step_embedded(self.embed(idx_t), state)
+        return self.head(out), state

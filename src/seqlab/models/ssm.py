@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqlab.errors import ConfigError
-from seqlab.models.scan import chunked_scan, sequential_scan
+from seqlab.models.scan import ScannedStack, chunked_scan, sequential_scan
 
 SCANS = {"loop": sequential_scan, "chunked": chunked_scan}
 
@@ -43,7 +43,7 @@ class LRULayer(nn.Module):
         return self.mix(x, u, h), h
 
 
-class SSM(nn.Module):
+class SSM(ScannedStack):
     """A stack of Linear Recurrent Units (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for Long
     Sequences"): a diagonal linear recurrence with the exp-parametrised stable decay λ = exp(−exp(ν)) and the
     normalised input γ = √(1 − λ²), each followed by a GELU + GLU mixing layer with a pre-LayerNorm residual.
@@ -56,8 +56,6 @@ class SSM(nn.Module):
     recurrence, one step.
     """
 
-    state_names = ("h",)
-
     def __init__(
         self,
         vocab_size: int,
@@ -69,49 +67,9 @@ class SSM(nn.Module):
         r_max: float = 0.999,
         scan: str = "loop",
     ) -> None:
-        super().__init__()
         if scan not in SCANS:
             raise ConfigError(f"model.scan={scan}: expected one of {', '.join(sorted(SCANS))}")
         if not 0 <= r_min < r_max < 1:
             raise ConfigError(f"model.r_min={r_min}, model.r_max={r_max}: need 0 <= r_min < r_max < 1")
-        self.scan, self.hidden_size, self.num_layers = SCANS[scan], hidden_size, num_layers
-        self.tok_emb = nn.Embedding(vocab_size, emb_dim)
-        self.layers = nn.ModuleList(LRULayer(emb_dim, hidden_size, r_min, r_max) for _ in range(num_layers))
-        self.ln_f, self.head = nn.LayerNorm(emb_dim), nn.Linear(emb_dim, vocab_size)
-        nn.init.normal_(self.head.weight, std=0.02)  # logits ≈ 0 at init: the loss starts at ≈ ln V
-        nn.init.zeros_(self.head.bias)
-
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.tok_emb(idx)  # (B, T, E)
-
-    def initial_state(self, batch_size: int, device: torch.device | None = None) -> tuple[torch.Tensor]:
-        device = device or self.head.weight.device
-        dtype = self.head.weight.dtype
-        return (torch.zeros(len(self.layers), batch_size, self.hidden_size, device=device, dtype=dtype),)
-
-    def _run(self, e: torch.Tensor, state: tuple[torch.Tensor] | None) -> tuple[torch.Tensor, tuple]:
-        x, last = e, []  # (B, T, D)
-        for i, layer in enumerate(self.layers):
-            x, h = layer(x, None if state is None else state[0][i], self.scan)
-            last.append(h)
-        return self.head(self.ln_f(x)), (torch.stack(last),)  # (B, T, V), ((L, B, N),)
-
-    def forward_with_state(self, idx: torch.Tensor, state: tuple[torch.Tensor] | None = None):
-        return self._run(self.embed(idx), state)
-
-    def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
-        return self._run(e, None)[0]
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self._run(self.embed(idx), None)[0]
-
-    def step_embedded(self, e_t: torch.Tensor, state: tuple[torch.Tensor]) -> tuple[torch.Tensor, tuple]:
-        x, hs = e_t, []
-        for layer, h in zip(self.layers, state[0], strict=True):
-            x, h = layer.step(x, h)
-            hs.append(h)
-        return self.ln_f(x), (torch.stack(hs),)  # out (B, D)
-
-    def step(self, idx_t: torch.Tensor, state: tuple[torch.Tensor]) -> tuple[torch.Tensor, tuple]:
-        out, state = self.step_embedded(self.embed(idx_t), state)
-        return self.head(out), state
+        make_layer = lambda: LRULayer(emb_dim, hidden_size, r_min, r_max)  # noqa: E731
+        super().__init__(vocab_size, emb_dim, hidden_size, num_layers, make_layer, SCANS[scan])
