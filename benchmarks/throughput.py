@@ -54,7 +54,11 @@ PATHS = ("plain", "lightning", "seqlab")
 
 
 class StepClock(L.Callback):
-    """Wall clock from the end of step `warmup` to the end of the last step (by global step, across epochs)."""
+    """Wall clock from the end of step `warmup` to the end of the last step (by global step, across epochs).
+
+    It reads before the other callbacks of each step, so the window is whole steps, each with the callback
+    work that follows it, and leaves out the one-off work after the last (the final gradient profile and
+    spectra; benchmarks/probe_cost.py measures the profile's share of a run)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.started, self.stopped = warmup, 0.0, 0.0
@@ -132,7 +136,7 @@ def lightning(cfg: DictConfig, dm: TextDataModule, steps: int, warmup: int, full
     clock = StepClock(warmup)
     if full:
         callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-        trainer = instantiate(cfg.trainer, callbacks=[*callbacks, clock], logger=instantiate(cfg.logger))
+        trainer = instantiate(cfg.trainer, callbacks=[clock, *callbacks], logger=instantiate(cfg.logger))
     else:
         trainer = L.Trainer(
             accelerator=cfg.trainer.accelerator,

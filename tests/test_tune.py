@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from test_resume import checkpoint_step, run_env
 
 optuna = pytest.importorskip("optuna", reason='Optuna is optional: pip install -e ".[tune]"')
 
-from seqlab.tune import open_storage, parse_param, trial_dirname  # noqa: E402 (after the skip)
+from seqlab.tune import load_study, open_storage, parse_param, trial_dirname  # noqa: E402 (after the skip)
 
 QUICK = [
     "data=text_file",
@@ -44,6 +45,18 @@ def test_param_specs() -> None:
         with pytest.raises(Exception, match="--param"):
             parse_param(bad)
     assert trial_dirname(3, {"optim.lr": 0.0123456, "model.hidden_size": 64}) == "003_lr=0.01235,hidden_size=64"
+
+
+def test_workers_started_together_draw_different_trials(tmp_path: Path) -> None:
+    """One --seed, two workers: each samples its own startup trials (the same seed would repeat them)."""
+    args = Namespace(study_name="s", journal=tmp_path / "journal.log", seed=0, startup_trials=4, warmup_steps=0)
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    first, second = (load_study(args, worker).ask({"lr": lr}).params["lr"] for worker in (0, 1))
+    assert first != second
+    again = load_study(args, 0).ask({"lr": lr}).params["lr"]  # a continued study: not worker 0's first draw
+    assert again not in (first, second)
+    reproduced = load_study(Namespace(**{**vars(args), "journal": tmp_path / "other.log"}), 0)
+    assert reproduced.ask({"lr": lr}).params["lr"] == first  # and the seed still reproduces a study
 
 
 @pytest.mark.slow

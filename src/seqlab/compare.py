@@ -273,6 +273,12 @@ def plot_grad_profiles(
     rows = [r for r in rows or [] if r["job"] in profiles] or [{"job": name} for name in profiles]
     styles = job_styles(rows)  # one colour per job in both panels, grouped by model
     order = [r["job"] for r in rows]
+    dashed = set()
+    for r in rows:  # a diverged or failed job's last profile is an early one: say so, and dash it
+        if r.get("status", "ok") != "ok":
+            colour, legend = styles[r["job"]]
+            styles[r["job"]] = (colour, f"{legend} ({r['status']}; profile of step {profiles[r['job']].get('step')})")
+            dashed.add(r["job"])
     all_zero = []
     for ax, key, label in ((axes[0], "g_x_mean", "input x"), (axes[1], "g_h_mean", "hidden state h")):
         for name in order:
@@ -287,6 +293,7 @@ def plot_grad_profiles(
                     label=legend,
                     color=colour,
                     linewidth=1.3,
+                    linestyle="--" if name in dashed else "-",
                     marker="." if len(points) < 4 else None,
                 )
             elif key == "g_x_mean":

@@ -218,20 +218,24 @@ def finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-def load_study(args: argparse.Namespace) -> optuna.Study:
-    return optuna.create_study(
+def load_study(args: argparse.Namespace, worker: int = 0) -> optuna.Study:
+    study = optuna.create_study(
         study_name=args.study_name,
         storage=open_storage(args.journal),
         direction="minimize",  # best val loss
-        sampler=optuna.samplers.TPESampler(seed=args.seed, n_startup_trials=args.startup_trials),
         pruner=median_pruner(args.startup_trials, args.warmup_steps),
         load_if_exists=True,
     )
+    # each worker, and each continuation of a study, draws its own random stream: one seed for all of them
+    # would hand workers started together (or a restarted study) the same "random" startup trials
+    seed = None if args.seed is None else args.seed + 1000 * worker + len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=args.startup_trials)
+    return study
 
 
-def work(args: argparse.Namespace) -> None:
+def work(args: argparse.Namespace, worker: int = 0) -> None:
     """One worker: take trials until the study has `--trials` finished ones."""
-    study = load_study(args)
+    study = load_study(args, worker)
     if job_key():  # a requeued SLURM worker finds its own earlier trial
         retry_orphans(study)
     while finished(study) < args.trials:
@@ -251,7 +255,7 @@ def run_workers(args: argparse.Namespace, argv: Sequence[str]) -> None:
             timeout_min=args.slurm_time_min,
             slurm_additional_parameters={"requeue": True},
         )
-        jobs = [executor.submit(work, args) for _ in range(args.workers)]
+        jobs = [executor.submit(work, args, i) for i in range(args.workers)]
         log.info("%d SLURM workers: %s", len(jobs), " ".join(j.job_id for j in jobs))
         for job in jobs:
             job.result()
@@ -260,7 +264,7 @@ def run_workers(args: argparse.Namespace, argv: Sequence[str]) -> None:
         work(args)
         return
     cmd = [sys.executable, "-m", "seqlab.tune", *argv, "--worker"]
-    procs = [subprocess.Popen(cmd) for _ in range(args.workers)]
+    procs = [subprocess.Popen([*cmd, str(i)]) for i in range(args.workers)]
     try:
         for proc in procs:
             proc.wait()
@@ -302,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slurm-cpus", type=int, default=1)
     parser.add_argument("--slurm-mem-gb", type=int, default=4)
     parser.add_argument("--slurm-time-min", type=int, default=60)
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers' processes
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)  # --workers' process i
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides
     args.space = dict(args.param) or {"optim.lr": parse_param("optim.lr=1e-4:3e-2:log")[1]}
     args.study_dir = args.study_dir.resolve()
@@ -311,8 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.study_name = args.study_name or args.study_dir.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
-    if args.worker:
-        work(args)
+    if args.worker is not None:
+        work(args, args.worker)
         return 0
     study = load_study(args)
     retry_orphans(study)
