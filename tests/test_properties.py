@@ -1,6 +1,7 @@
 """The properties command: matched sizes, the fit, and a --quick run read back from its files."""
 
 import csv
+import json
 import math
 import subprocess
 import sys
@@ -52,3 +53,40 @@ def test_quick_run_writes_tables_plot_and_tensorboard(tmp_path):
     steps = [e.step for e in events.Scalars("properties/state_bytes/transformer")]
     assert steps == [1, 4, 16, 64]
     assert not math.isnan(events.Scalars("properties/train_s_per_seq/ssm")[0].value)
+
+
+@pytest.mark.slow
+def test_trained_cells_fill_the_table_and_a_diverged_lr_loses_nothing(tmp_path):
+    """--train-budget: real train.py runs per model and lr. An lr that diverges is a row with its status;
+    the other lr still fills the cells; mlp_padded says it cannot run past its T_max."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "seqlab.properties",
+        "--quick",
+        "--out",
+        str(tmp_path),
+        "--models",
+        "rnn",
+        "mlp_padded",
+    ]
+    cmd += ["--train-budget", "2", "--lrs", "1e-2", "1e4", "--recall-gaps", "4", "--recall-steps", "3"]
+    cmd += ["data.batch_size=8", "data.context_length=32", "trainer.val_check_interval=20"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    md = (tmp_path / "properties.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert "rnn: 1/2 lrs ok" in rows["Stable training"] and "mlp_padded: 1/2 lrs ok" in rows["Stable training"]
+    assert "rnn: val ppl" in rows["Parameter efficiency (trained)"]
+    assert "mlp_padded: cannot run past T=32" in rows["Variable length"]
+    assert "rnn: " in rows["Order sensitivity"] and " nats (all but last 16)" in rows["Order sensitivity"]
+    assert "d=4: " in rows["Long-range deps (trained)"] and "rnn: reach " in rows["Long-range deps (trained)"]
+    runs = tmp_path / "runs" / "shakespeare"
+    statuses = {p.name: json.loads((p / "metrics.json").read_text())["status"] for p in runs.iterdir()}
+    assert statuses == {
+        "rnn-lr0.01": "ok",
+        "rnn-lr10000": "diverged",
+        "mlp_padded-lr0.01": "ok",
+        "mlp_padded-lr10000": "diverged",
+    }
+    assert "## Trained runs" in md

@@ -28,6 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seqlab.callbacks.gradient_profile import gradient_profile
+from seqlab.properties_trained import TRAINED_CLAIMS, TRAINED_NOTES, runs_table, train_cells
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 VOCAB = 66  # Tiny Shakespeare's
@@ -263,16 +264,16 @@ NOTES = {
 
 
 def seed_table(cells: dict[str, dict[str, str]]) -> str:
-    families = list(FAMILIES)
+    families, notes = list(FAMILIES), {**NOTES, **TRAINED_NOTES}
     head = "| property | " + " | ".join(f"{f}: claim | measured" for f in families) + " | measured as |"
     lines = [head, "|---" * (2 * len(families) + 2) + "|"]
     for prop, per_model in cells.items():
-        claims = (*CLAIMS.get(prop, ("—", "—", "—")), "—")
+        claims = (*{**CLAIMS, **TRAINED_CLAIMS}.get(prop, ("—", "—", "—")), "—")  # the feedforward column: none
         parts = []
         for claim, family in zip(claims, families, strict=True):
             names = [n for n in per_model if n.split(" ")[0] in FAMILIES[family]]
             parts += [claim, "<br>".join(f"{n}: {per_model[n]}" for n in sorted(names)) or "—"]
-        lines.append(f"| {prop} | " + " | ".join(parts) + f" | {NOTES[prop]} |")
+        lines.append(f"| {prop} | " + " | ".join(parts) + f" | {notes[prop]} |")
     return "\n".join(lines)
 
 
@@ -324,6 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-step-s", type=float, default=5.0, help="a model slower than this stops growing T")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats, for CI")
+    parser.add_argument("--train-budget", type=int, default=0, help="seconds per Shakespeare run (0: skip training)")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2], help="lr grid of the trained cells")
+    parser.add_argument("--recall-gaps", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--recall-steps", type=int, default=600)
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every trained run, e.g. data.batch_size=32")
     args = parser.parse_args(argv)
     if args.quick:
         args.contexts, args.positions, args.batch = [16, 32, 64], [1, 4, 16, 64], 2
@@ -342,6 +348,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     reach = reach_at_init(args.models, sizes, max(args.contexts[:3]))
     cells = measured_cells(train, gen, reach, params)
+    runs: list[dict] = []
+    if args.train_budget:
+        widths = {
+            n: (size_key(OmegaConf.load(CONF / f"{n}.yaml")), sizes[n]) if sizes[n] else None for n in args.models
+        }
+        runs, trained = train_cells(
+            args.models,
+            widths,
+            out / "runs",
+            args.train_budget,
+            args.lrs,
+            args.recall_gaps,
+            args.recall_steps,
+            extra=args.overrides,
+        )
+        cells |= trained
 
     for name, rows in (("training", train), ("generation", gen)):
         with open(out / f"{name}.csv", "w", newline="") as f:
@@ -364,6 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             markdown_table(train, list(train[0])),
             "## Generation, by position",
             markdown_table(gen, ["model", "position", "decode_s", "prefill_s", "steps_s", "state_bytes"]),
+            *(["## Trained runs", markdown_table(runs_table(runs), list(runs_table(runs)[0]))] if runs else []),
         ]
     )
     (out / "properties.md").write_text(md + "\n")
