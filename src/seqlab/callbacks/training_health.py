@@ -98,28 +98,28 @@ class TrainingHealth(L.Callback):
             raise ValueError(f"spectra_every_n_steps={spectra_every_n_steps}: must be positive")
         self.probe_size, self.spectra_every_n_steps = probe_size, spectra_every_n_steps
         self._clipped = self._steps = 0
-        self._seen: torch.Tensor | None = None
+        self._seen = 0  # the global step last seen (0: before the first optimizer step)
         self._probe: torch.Tensor | None = None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        norm = pl_module.grad_norm
-        if norm is None or norm is self._seen:  # no optimizer step in this batch (gradient accumulation)
+        step = trainer.global_step
+        if step == self._seen:  # no optimizer step in this batch (gradient accumulation)
             return
-        self._seen = norm
+        self._seen = step
+        norm = pl_module.grad_norm  # None on a step that did not need it (no clipping, not a logging step)
         clip = trainer.gradient_clip_val
         clipping_norm = bool(clip) and trainer.gradient_clip_algorithm in (None, "norm")  # None: norm
-        if clipping_norm:
+        if clipping_norm and norm is not None:
             self._clipped = self._clipped + (norm > clip)  # a tensor: no device sync on every step
         self._steps += 1
-        step = trainer.global_step
         log_now = step % trainer.log_every_n_steps == 0
         spectra_now = step % self.spectra_every_n_steps == 0 or step == trainer.max_steps
         if not (log_now or spectra_now):
             return
         metrics: dict[str, Any] = {}
-        if log_now:
+        if log_now and norm is not None:
             metrics["health/grad_norm"] = norm
             metrics.update({f"health/grad_norm/{g}": n for g, n in group_norms(pl_module.grad_norms).items()})
             if clipping_norm or not clip:
