@@ -77,10 +77,10 @@ def train_cells(
             cells["Stable training"][name] = stable + (f", ppl {ppls[0]:.2f}–{ppls[-1]:.2f}" if len(ppls) > 1 else "")
             reach = grad_ratio(last_grad_profile(Path(best["run_dir"])))
             tables = probe(Path(best["run_dir"]), tokens=probe_tokens, chars=2000)
-            order = [r for r in tables["order"] if r["m"]]
-            if order:
-                half = max(order, key=lambda r: r["m"])  # the most tokens shuffled, the last m kept
-                cells["Order sensitivity"][name] = f"{half['difference']:+.3f} nats (all but last {half['m']})"
+            order = {r["m"]: r["difference"] for r in tables["order"] if r["m"]}
+            if order:  # all but the last token shuffled, and only what lies past the last half of the context
+                lo, hi = min(order), max(order)
+                cells["Order sensitivity"][name] = f"{order[lo]:+.3f} (last {lo} kept), {order[hi]:+.3f} (last {hi})"
             length = {r["length"]: r["loss"] for r in tables["length"]}
             first, last = min(length), max(length)
             cells["Variable length"][name] = (
@@ -121,7 +121,7 @@ def train_cells(
 TRAINED_NOTES = {
     "Parameter efficiency (trained)": "best val ppl on Tiny Shakespeare at the wall-clock budget, over the lr grid",
     "Stable training": "lrs of the grid that trained without diverging, and the spread of their val ppl",
-    "Order sensitivity": "val loss with all but the last m tokens of each context shuffled, minus intact",
+    "Order sensitivity": "val loss (nats) with all but the last m tokens of each context shuffled, minus intact",
     "Variable length": "val loss at 4× the training context minus at 1× (past the learned context)",
     "Long-range deps (trained)": "g(T−1)/g(0) after training; test recall_acc at gap d (chance 0.125), best lr",
 }

@@ -123,8 +123,8 @@ class LanguageModel(L.LightningModule):
             raise DivergedError(f"gradient norm is {norm.item()} at step {self.global_step}")
 
     def _norms_needed(self) -> bool:
-        """Whether this step needs the gradient norms. They are a pass over every gradient (≈3 ms a step for
-        PTB's 10k-word embedding and head on a CPU), so only where they are read: every step when clipping by
+        """Whether this step needs the gradient norms. They are a pass over every gradient (millions of entries for
+        PTB's 10k-word embedding and head), so only where they are read: every step when clipping by
         norm (TrainingHealth counts the clipped steps), else on the logger's steps, and outside a Trainer."""
         trainer = self._trainer
         if trainer is None:
