@@ -56,7 +56,7 @@ def test_quick_run_writes_tables_plot_and_tensorboard(tmp_path):
 
 
 @pytest.mark.slow
-def test_trained_cells_fill_the_table_and_a_diverged_lr_loses_nothing(tmp_path):
+def test_trained_cells_fill_the_table_and_a_diverged_lr_loses_nothing(tmp_path, tiny_text):
     """--train-budget: real train.py runs per model and lr. An lr that diverges is a row with its status;
     the other lr still fills the cells; mlp_padded says it cannot run past its T_max."""
     cmd = [
@@ -71,6 +71,7 @@ def test_trained_cells_fill_the_table_and_a_diverged_lr_loses_nothing(tmp_path):
         "mlp_padded",
     ]
     cmd += ["--train-budget", "2", "--lrs", "1e-2", "1e4", "--recall-gaps", "4", "--recall-steps", "3"]
+    cmd += ["--train-data", "text_file", f"data.path={tiny_text}"]  # text the test makes: no corpus, no download
     cmd += ["data.batch_size=8", "data.context_length=32", "trainer.val_check_interval=20"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -81,7 +82,7 @@ def test_trained_cells_fill_the_table_and_a_diverged_lr_loses_nothing(tmp_path):
     assert "mlp_padded: cannot run past T=32" in rows["Variable length"]
     assert "(last 1 kept), " in rows["Order sensitivity"] and " (last 16)" in rows["Order sensitivity"]
     assert "d=4: " in rows["Long-range deps (trained)"] and "rnn: reach " in rows["Long-range deps (trained)"]
-    runs = tmp_path / "runs" / "shakespeare"
+    runs = tmp_path / "runs" / "text_file"
     statuses = {p.name: json.loads((p / "metrics.json").read_text())["status"] for p in runs.iterdir()}
     assert statuses == {
         "rnn-lr0.01": "ok",

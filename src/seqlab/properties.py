@@ -325,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-step-s", type=float, default=5.0, help="a model slower than this stops growing T")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats, for CI")
-    parser.add_argument("--train-budget", type=int, default=0, help="seconds per Shakespeare run (0: skip training)")
+    parser.add_argument("--train-budget", type=int, default=0, help="seconds per text run (0: skip training)")
+    parser.add_argument("--train-data", default="shakespeare", help="conf/data choice of the text runs")
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2], help="lr grid of the trained cells")
     parser.add_argument("--recall-gaps", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--recall-steps", type=int, default=600)
@@ -362,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.recall_gaps,
             args.recall_steps,
             extra=args.overrides,
+            data=args.train_data,
         )
         cells |= trained
 

@@ -2,7 +2,7 @@
 
 Every model at its matched width is trained by `train.py` itself (a subprocess: real run dirs, metrics.json,
 TensorBoard), once per learning rate of a small grid so that no architecture loses to a bad lr:
-- Tiny Shakespeare for a wall-clock budget (`trainer.max_time`): best val ppl over the grid ("Parameter
+- Tiny Shakespeare (or `--train-data`) for a wall-clock budget (`trainer.max_time`): best val ppl over the grid ("Parameter
   efficiency"), how many lrs of the grid trained without diverging and their spread ("Stable training"), and,
   probing the best run (seqlab.probe), order sensitivity and length generalisation; its gradient profile's
   reach g(T−1)/g(0) after training;
@@ -55,18 +55,20 @@ def train_cells(
     recall_steps: int,
     probe_tokens: int = 1024,
     extra: list[str] | None = None,
+    data: str = "shakespeare",
 ) -> tuple[list[dict], dict[str, dict[str, str]]]:
-    """Train every model (each lr of the grid) and return (the runs, {property: {model: cell}})."""
+    """Train every model (each lr of the grid) and return (the runs, {property: {model: cell}}). `data` is the
+    text's conf/data choice (with `extra`, e.g. data=text_file data.path=...)."""
     from seqlab.probe import probe
 
     budget = f"00:00:{budget_s // 60:02d}:{budget_s % 60:02d}"
-    text = ["data=shakespeare", "trainer.max_steps=-1", f"trainer.max_time={budget}", *(extra or [])]
+    text = [f"data={data}", "trainer.max_steps=-1", f"trainer.max_time={budget}", *(extra or [])]
     runs: list[dict] = []
     cells: dict[str, dict[str, str]] = {p: {} for p in TRAINED_NOTES}
     for name in names:
-        mine = [train_run(out / "shakespeare" / f"{name}-lr{lr:g}", name, widths[name], lr, text) for lr in lrs]
+        mine = [train_run(out / data / f"{name}-lr{lr:g}", name, widths[name], lr, text) for lr in lrs]
         for r in mine:
-            r["task"] = "shakespeare"
+            r["task"] = data
         runs += mine
         good = ok(mine, "best_val_ppl")
         stable = f"{len(good)}/{len(mine)} lrs ok"
@@ -119,7 +121,7 @@ def train_cells(
 
 
 TRAINED_NOTES = {
-    "Parameter efficiency (trained)": "best val ppl on Tiny Shakespeare at the wall-clock budget, over the lr grid",
+    "Parameter efficiency (trained)": "best val ppl on the text (Tiny Shakespeare) at the wall-clock budget, over the lr grid",
     "Stable training": "lrs of the grid that trained without diverging, and the spread of their val ppl",
     "Order sensitivity": "val loss (nats) with all but the last m tokens of each context shuffled, minus intact",
     "Variable length": "val loss at 4× the training context minus at 1× (past the learned context)",

@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 from torchmetrics import MeanMetric
 
+from seqlab.callbacks.training_health import clips_by_norm
 from seqlab.data import IGNORE, Vocab
 from seqlab.errors import ConfigError, DivergedError
 
@@ -129,8 +130,7 @@ class LanguageModel(L.LightningModule):
         trainer = self._trainer
         if trainer is None:
             return True
-        clipping = bool(trainer.gradient_clip_val) and trainer.gradient_clip_algorithm in (None, "norm")
-        return clipping or (self.global_step + 1) % trainer.log_every_n_steps == 0
+        return clips_by_norm(trainer) or (self.global_step + 1) % trainer.log_every_n_steps == 0
 
     def _check_now(self) -> bool:
         """Whether to test for divergence this step. Reading a value back from a GPU waits for its queue to

@@ -80,6 +80,11 @@ def gate_saturation(model: nn.Module, idx: torch.Tensor, margin: float = 0.05) -
     return shares
 
 
+def clips_by_norm(trainer: L.Trainer) -> bool:
+    """Whether the Trainer clips gradients by their norm (algorithm None means norm)."""
+    return bool(trainer.gradient_clip_val) and trainer.gradient_clip_algorithm in (None, "norm")
+
+
 class TrainingHealth(L.Callback):
     """Logs the norms that `LanguageModel.on_before_optimizer_step` computes anyway (no second pass over the
     gradients), on the logger's steps only: `health/grad_norm`, `health/grad_norm/<group>`,
@@ -109,8 +114,7 @@ class TrainingHealth(L.Callback):
             return
         self._seen = step
         norm = pl_module.grad_norm  # None on a step that did not need it (no clipping, not a logging step)
-        clip = trainer.gradient_clip_val
-        clipping_norm = bool(clip) and trainer.gradient_clip_algorithm in (None, "norm")  # None: norm
+        clip, clipping_norm = trainer.gradient_clip_val, clips_by_norm(trainer)
         if clipping_norm and norm is not None:
             self._clipped = self._clipped + (norm > clip)  # a tensor: no device sync on every step
         self._steps += 1
