@@ -22,9 +22,11 @@ the train split as streams and carry the detached state from batch to batch (tru
 
 from __future__ import annotations
 
+from seqlab.malloc import keep_freed_memory
 from seqlab.openmp import sleep_when_idle
 
 sleep_when_idle()  # as train.py does, before torch is imported: both paths run with seqlab's default
+keep_freed_memory()  # as seqlab.run.train does: every path keeps its freed memory (seqlab/malloc.py)
 
 import argparse
 import statistics

@@ -16,9 +16,11 @@ recurrent model, `stateful`: the state carried across the whole split. The refer
 
 from __future__ import annotations
 
+from seqlab.malloc import keep_freed_memory
 from seqlab.openmp import sleep_when_idle
 
 sleep_when_idle()  # the thread settings train.py runs with
+keep_freed_memory()  # as seqlab.run.train does: every path keeps its freed memory (seqlab/malloc.py)
 
 import argparse
 import json

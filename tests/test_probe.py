@@ -17,6 +17,7 @@ from seqlab.probe import (
     linear_probe,
     main,
     one_hot_last,
+    saturation,
     shuffle_before_last,
     text_properties,
     window_losses,
@@ -81,6 +82,12 @@ def test_window_losses_agree_with_a_plain_forward():
         torch.testing.assert_close(losses[i], nn.functional.cross_entropy(logits, ids[t + 1]))
 
 
+def test_saturation_is_the_first_k_within_tolerance_of_the_best():
+    rows = [{"k": 1, "loss": 2.0}, {"k": 2, "loss": 1.5}, {"k": 4, "loss": 1.305}, {"k": 8, "loss": 1.3}]
+    assert saturation(rows) == (4, 1.3)
+    assert saturation([*rows, {"k": "all", "loss": 1.2}]) == ("all", 1.2)  # the carried state still gains
+
+
 def test_padded_mlp_cannot_go_past_t_max():
     model = PaddedMLP(11, 8, hidden_size=8, emb_dim=4)
     ids, _ = ids_and_ends(8)
@@ -128,11 +135,14 @@ def test_probe_cli_on_a_trained_run(tmp_path: Path, tiny_text: Path, capsys: pyt
         run = tmp_path / model
         cmd = [sys.executable, "train.py", f"model={model}", "data=text_file", f"data.path={tiny_text}", *quick]
         subprocess.run([*cmd, f"hydra.run.dir={run}"], cwd=ROOT, env=env, check=True, capture_output=True)
-        assert main([str(run), "--tokens", "256", "--chars", "600"]) == 0  # in-process: no second start-up
+        assert main([str(run), "--tokens", "256", "--chars", "600", "--ks", "1", "3", "99"]) == 0  # in-process
+        ks = [line.split(",")[0] for line in (run / "probe" / "probe_context_use.csv").read_text().splitlines()[1:]]
+        assert ks[:3] == ["1", "3", "16"]  # the asked ks within 1..T, and T itself
         files = {p.name for p in (run / "probe").iterdir()}
         assert {"probe.md", "probe_context_use.csv", "probe_order.csv", "probe_length.csv", "probe_params.csv"} <= files
         assert "probe/context_use/loss" in scalar_tags(run)
         out = capsys.readouterr().out
+        assert "context use: within 0.01 nats of its best" in out
         if model == "rnn":
             assert "probe_hidden_state.csv" in files and "probe_unit_since_space.png" in files
             assert "all" in (run / "probe" / "probe_context_use.csv").read_text()  # the unbounded-history point

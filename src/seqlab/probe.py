@@ -230,7 +230,22 @@ def powers_of_two(T: int) -> list[int]:
     return sorted({2**i for i in range(int(math.log2(T)) + 1)} | {T})
 
 
-def probe(target: Path, out_dir: Path | None = None, tokens: int = 4096, chars: int = 6000) -> dict[str, list]:
+def saturation(rows: list[dict[str, Any]], tolerance: float = 0.01) -> tuple[Any, float]:
+    """The fewest tokens of context whose loss is within `tolerance` nats (≈ 1 % of perplexity) of the model's
+    best over all the context it can use (the unbounded history where it has one): where it stops gaining."""
+    best = min(r["loss"] for r in rows)
+    return next(r["k"] for r in rows if r["loss"] <= best + tolerance), best
+
+
+def probe(
+    target: Path,
+    out_dir: Path | None = None,
+    tokens: int = 4096,
+    chars: int = 6000,
+    ks: list[int] | None = None,
+) -> dict[str, list]:
+    """Every measurement of this module on one trained run (its val split); `ks`: the context lengths of the
+    context-use curve (default 1, 2, 4, …, T)."""
     system, run_dir, dm = load(target)
     model, T, name = system.model, int(system.hparams.context_length), type(system.model).__name__
     out_dir = out_dir or run_dir / "probe"
@@ -249,7 +264,8 @@ def probe(target: Path, out_dir: Path | None = None, tokens: int = 4096, chars: 
 
     # context use, with the source's optimum where it is known
     best = getattr(dm, "best_loss_given", None)
-    rows = [{"k": k, "loss": float(window_losses(model, ids, ends, k).mean())} for k in powers_of_two(T)]
+    ks = sorted({k for k in ks or powers_of_two(T) if 1 <= k <= T} | {T})
+    rows = [{"k": k, "loss": float(window_losses(model, ids, ends, k).mean())} for k in ks]
     for r in rows:
         r["optimal_loss"] = best(r["k"]) if best else None
     if hasattr(model, "forward_with_state"):
@@ -259,6 +275,11 @@ def probe(target: Path, out_dir: Path | None = None, tokens: int = 4096, chars: 
         rows.append({"k": "all", "loss": float(unbounded[ok].mean()), "optimal_loss": best(10**9) if best else None})
     tables["context_use"] = rows
     images["context_use"] = plot_context_use(rows, name, T)
+    k_enough, best_loss = saturation(rows)
+    notes.append(
+        f"context use: within 0.01 nats of its best ({best_loss:.4f}) from k = {k_enough} tokens"
+        + (" (the unbounded history)" if k_enough == "all" else f" on (of {rows[-1]['k']})")
+    )
 
     # order sensitivity: shuffle the tokens before the last m of each T-token context
     intact = float(window_losses(model, ids, ends, T).mean())
@@ -520,12 +541,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="where the tables and plots go (default <run>/probe)")
     parser.add_argument("--tokens", type=int, default=4096, help="val targets scored per measurement")
     parser.add_argument("--chars", type=int, default=6000, help="characters of text for the hidden-state probes")
+    parser.add_argument("--ks", type=int, nargs="+", default=None, help="context lengths k (default 1, 2, 4, …, T)")
     args = parser.parse_args(argv)
     try:
         if args.recall_sweep:
             recall_sweep(args.target, args.out)
             return 0
-        probe(args.target, args.out, args.tokens, args.chars)
+        probe(args.target, args.out, args.tokens, args.chars, args.ks)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

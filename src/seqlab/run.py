@@ -31,6 +31,8 @@ from seqlab.config import check_config
 from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
+from seqlab.malloc import keep_freed_memory
+from seqlab.malloc import setting as malloc_setting
 from seqlab.openmp import settings as openmp_settings
 from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
 from seqlab.slurm import job_key, restarts
@@ -226,6 +228,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     records its status and returns, so the other jobs go on (the sweep's exit code is set at its end)."""
     started, load_at_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     quiet_lightning()
+    keep_freed_memory()  # no page faults for the same activations every step (seqlab/malloc.py)
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
         logging.getLogger("lightning").handlers.clear()
     out_dir = Path(cfg.paths.output_dir)
@@ -306,6 +309,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["threads"] = torch.get_num_threads()
     # what decides speed on a shared machine (train.py sets OMP_WAIT_POLICY unless the user did; README "Speed")
     metrics["openmp"] = {**openmp_settings(), "load_avg_at_start": load_at_start}
+    metrics["malloc"] = malloc_setting()
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
     try:
         if not resumes_here or "resumed_at_step" in metrics:  # a refused resume leaves the run it names as it was
