@@ -11,7 +11,7 @@ repeat (this machine's timings swing by ±20 %), medians reported:
 - `lightning`: `LanguageModel` under a bare `Trainer` (no logger, callbacks, checkpoints): Lightning's own cost;
 - `seqlab`: the Trainer, logger and callbacks exactly as `python train.py` composes them (conf/train.yaml).
 Timing covers steps `--warmup`..`--steps` (the clock stops before the final validation). `ratio` is seqlab /
-plain tokens/s; `ms/step` the fixed per-step cost seqlab adds over the plain loop (1000/steps/s difference),
+plain tokens/s, the median over repeats of each repeat's own ratio; `ms/step` the fixed per-step cost seqlab adds over the plain loop (1000/steps/s difference),
 the number that matters for fast steps such as the unigram's.
 
 The thread settings are train.py's (OMP_WAIT_POLICY=PASSIVE unless set; see benchmarks/threads.py).
@@ -206,18 +206,21 @@ def main() -> None:
                     dm.prepare_data()
                     dm.setup("fit")
                 seconds: dict[str, list[float]] = {p: [] for p in PATHS}
-                for _ in range(args.repeats):  # alternate, so every path sees the same drift in load
-                    seconds["plain"].append(plain(cfg, dm, args.steps, args.warmup, device))
-                    seconds["lightning"].append(lightning(cfg, dm, args.steps, args.warmup, full=False))
-                    seconds["seqlab"].append(lightning(cfg, dm, args.steps, args.warmup, full=True))
+                for r in range(args.repeats):  # alternate, each repeat in a rotated order: no path is always first
+                    for path in PATHS[r % 3 :] + PATHS[: r % 3]:
+                        if path == "plain":
+                            seconds[path].append(plain(cfg, dm, args.steps, args.warmup, device))
+                        else:
+                            seconds[path].append(lightning(cfg, dm, args.steps, args.warmup, full=path == "seqlab"))
                 n, tokens = args.steps - args.warmup, dm.batch_size * dm.context_length
                 s = {p: statistics.median(v) for p, v in seconds.items()}
                 rate = {p: n * tokens / v for p, v in s.items()}
                 extra_ms = 1000 * (s["seqlab"] - s["plain"]) / n
+                # the two paths of one repeat ran minutes apart at most: their ratio cancels the slow drift of load
+                ratio = statistics.median(p / q for p, q in zip(seconds["plain"], seconds["seqlab"], strict=True))
                 rows.append(
                     f"| {data} | {model} | {dm.batch_size} × {dm.context_length} | {rate['plain']:,.0f} | "
-                    f"{rate['lightning']:,.0f} | {rate['seqlab']:,.0f} | {rate['seqlab'] / rate['plain']:.3f} | "
-                    f"{extra_ms:+.2f} |"
+                    f"{rate['lightning']:,.0f} | {rate['seqlab']:,.0f} | {ratio:.3f} | {extra_ms:+.2f} |"
                 )
                 print(rows[-1], flush=True)
     print("\n".join(rows))  # again, together: Lightning's progress bar shares stdout

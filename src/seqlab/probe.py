@@ -276,10 +276,9 @@ def probe(
     tables["context_use"] = rows
     images["context_use"] = plot_context_use(rows, name, T)
     k_enough, best_loss = saturation(rows)
-    notes.append(
-        f"context use: within 0.01 nats of its best ({best_loss:.4f}) from k = {k_enough} tokens"
-        + (" (the unbounded history)" if k_enough == "all" else f" on (of {rows[-1]['k']})")
-    )
+    seen = f"k = 1 … {T}" + (" and the unbounded history" if rows[-1]["k"] == "all" else "")
+    enough = "only with the unbounded history" if k_enough == "all" else f"from k = {k_enough} tokens on"
+    notes.append(f"context use: within 0.01 nats of its best ({best_loss:.4f}, over {seen}) {enough}")
 
     # order sensitivity: shuffle the tokens before the last m of each T-token context
     intact = float(window_losses(model, ids, ends, T).mean())
