@@ -6,13 +6,13 @@
 
 For every model in conf/model/ and every corpus, three paths train the same model on the same batches with the
 same optimizer (the one `LanguageModel.configure_optimizers` builds from conf/optim), alternating repeat by
-repeat (this machine's timings swing by ±20 %), medians reported:
+repeat in a rotated order (this machine's timings swing by ±20 %), medians reported:
 - `plain`: a bare loop (forward, cross-entropy, backward, clip if configured, step);
 - `lightning`: `LanguageModel` under a bare `Trainer` (no logger, callbacks, checkpoints): Lightning's own cost;
 - `seqlab`: the Trainer, logger and callbacks exactly as `python train.py` composes them (conf/train.yaml).
 Timing covers steps `--warmup`..`--steps` (the clock stops before the final validation). `ratio` is seqlab /
-plain tokens/s, the median over repeats of each repeat's own ratio; `ms/step` the fixed per-step cost seqlab adds over the plain loop (1000/steps/s difference),
-the number that matters for fast steps such as the unigram's.
+plain tokens/s, the median over repeats of each repeat's own ratio; `ms/step` the fixed per-step cost seqlab
+adds over the plain loop (1000/steps/s difference), the number that matters for fast steps such as the unigram's.
 
 The thread settings are train.py's (OMP_WAIT_POLICY=PASSIVE unless set; see benchmarks/threads.py).
 Stateful training (`--stateful`, recurrent models only): `data.stateful=true` on every path, so all three read

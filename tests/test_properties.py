@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import DATA_DIR
 
 from seqlab.properties import build, matched_size, n_params, slope
 
@@ -71,7 +72,8 @@ def test_trained_cells_fill_the_table_and_a_diverged_lr_loses_nothing(tmp_path, 
         "mlp_padded",
     ]
     cmd += ["--train-budget", "2", "--lrs", "1e-2", "1e4", "--recall-gaps", "4", "--recall-steps", "3"]
-    cmd += ["--train-data", "text_file", f"data.path={tiny_text}"]  # text the test makes: no corpus, no download
+    # the text the test wrote, and the prepared corpora dir for anything else: every file is local
+    cmd += ["--train-data", "text_file", f"data.path={tiny_text}", f"paths.data_dir={DATA_DIR}"]
     cmd += ["data.batch_size=8", "data.context_length=32", "trainer.val_check_interval=20"]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
