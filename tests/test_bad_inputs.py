@@ -91,6 +91,10 @@ BAD_VALUES = {
     "clip < 0": (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1: must be a non-negative number"),
     "precision": (["trainer.precision=99"], "trainer.precision=99: must be null or one of 64, 32, 16, "),
     "every_n_steps 0": (["callbacks.resume.every_n_steps=0"], "callbacks.resume.every_n_steps=0: must be a positive"),
+    "every_n_seconds 0": (
+        ["callbacks.resume.every_n_seconds=0"],
+        "callbacks.resume.every_n_seconds=0: must be a positive number",
+    ),
     "profile every_n_steps 0": (
         ["callbacks.gradient_profile.every_n_steps=0"],
         "callbacks.gradient_profile.every_n_steps=0: must be a positive integer",

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqlab import resume
 from seqlab.data.datamodule import TrainBatches
-from seqlab.resume import AtomicCheckpointIO
+from seqlab.resume import AtomicCheckpointIO, ResumeCheckpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 40  # ~4 epochs of 10 batches on the tiny file: the kill lands mid-epoch, the run crosses epochs
@@ -171,3 +172,23 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path: Path):
         io.save_checkpoint({"step": 2, "weights": torch.ones(3), "broken": lambda: None}, path)
     assert io.load_checkpoint(path)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".last.ckpt.part", "last.ckpt"]
+
+
+def test_last_ckpt_is_due_after_its_seconds_or_its_steps_whichever_comes_first(monkeypatch: pytest.MonkeyPatch):
+    now = [1000.0]
+    monkeypatch.setattr(resume.time, "monotonic", lambda: now[0])
+    by_time = ResumeCheckpoint("unused", every_n_seconds=60)  # the default: no step count
+    assert not any(by_time._interval_passed(step) for step in (1, 50, 100, 1000))
+    now[0] += 59.9
+    assert not by_time._interval_passed(7)
+    now[0] += 0.1
+    assert by_time._interval_passed(7)
+
+    both = ResumeCheckpoint("unused", every_n_steps=3, every_n_seconds=60)
+    assert [both._interval_passed(step) for step in range(1, 7)] == [False, False, True, False, False, True]
+    now[0] += 60
+    assert both._interval_passed(4)
+
+    neither = ResumeCheckpoint("unused", every_n_steps=None, every_n_seconds=None)  # validations and signals only
+    now[0] += 1e6
+    assert not any(neither._interval_passed(step) for step in range(1, 100))

@@ -136,6 +136,7 @@ RULES: list[tuple[str, Number | OneOf]] = [
     ("*.momentum", NON_NEGATIVE),
     ("*.dropout", FRACTION),
     ("*.betas", Number(lo=0, hi=1, hi_open=True)),
+    ("*.every_n_seconds", POSITIVE),
     ("*.every_n_*", POSITIVE_INT),
     ("*_size", POSITIVE_INT),
     ("*_dim", POSITIVE_INT),
