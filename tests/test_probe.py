@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR, ROOT
@@ -17,6 +18,7 @@ from seqlab.probe import (
     linear_probe,
     main,
     one_hot_last,
+    picture_start,
     saturation,
     shuffle_before_last,
     text_properties,
@@ -112,6 +114,15 @@ def test_text_properties():
     assert p["in_brackets"].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0]
     assert p["since_space"].tolist()[:4] == [1, 2, 0, 1]
     assert p["line_position"].tolist()[-3:] == [0, 0, 0]  # the newline, then a new line starts at column 0
+
+
+def test_the_unit_picture_starts_before_a_rare_property_first_appears():
+    inside = np.zeros(5000, dtype=int)
+    inside[3000:3040] = 1  # one quoted stretch, far into the text
+    assert picture_start(inside) == 2920
+    inside[4990:] = 1  # near the end: the picture still has its full length
+    assert picture_start(inside[3100:]) == 5000 - 3100 - 640
+    assert picture_start(np.zeros(100, dtype=int)) == 0  # never varies
 
 
 def test_hidden_states_and_one_hot_shapes():

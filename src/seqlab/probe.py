@@ -333,8 +333,9 @@ def probe(
                     "note": "",
                 }
             )
+            shown = slice(start := picture_start(values), start + 640)
             images[f"unit_{prop}"] = plot_unit_text(
-                text[:640], features[:640, unit].numpy(), f"{name} {unit_names[unit]} vs {prop}"
+                text[shown], features[shown, unit].numpy(), f"{name} {unit_names[unit]} vs {prop}"
             )
         tables["hidden_state"] = rows
     else:
@@ -342,6 +343,13 @@ def probe(
 
     write(out_dir, run_dir, tables, images, notes, name)
     return tables
+
+
+def picture_start(values: np.ndarray, length: int = 640) -> int:
+    """Where a `length`-char picture of a property starts: 80 chars before the property first leaves its
+    majority value, so a rare one (inside quotes) is in the picture rather than 40 000 chars later."""
+    rare = np.flatnonzero(values != np.bincount(values).argmax())
+    return max(0, min(int(rare[0]) - 80, len(values) - length)) if len(rare) else 0
 
 
 def correlations(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
