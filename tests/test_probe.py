@@ -108,6 +108,17 @@ def test_probe_recovers_a_planted_property_and_fails_on_noise():
     assert linear_probe(noise, labels) < 0.4  # chance: 1/3
 
 
+def test_balanced_probe_finds_a_rare_property_that_plain_accuracy_hides():
+    g = torch.Generator().manual_seed(0)
+    labels = (torch.rand(6000, generator=g) < 0.02).long()  # 2 % positives, like "inside quotes"
+    noise = torch.randn(6000, 32, generator=g)
+    planted = noise.clone()
+    planted[:, 5] += 3.0 * labels
+    assert linear_probe(noise, labels) > 0.97  # plain accuracy: "never" is right 98 % of the time
+    assert linear_probe(planted, labels, balanced=True) > 0.9
+    assert 0.35 < linear_probe(noise, labels, balanced=True) < 0.65  # chance: 1/2
+
+
 def test_text_properties():
     p = text_properties('ab "c d" (e)\nxy')
     assert p["in_quotes"].tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]

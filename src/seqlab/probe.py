@@ -104,29 +104,37 @@ def chunk_loss(model: nn.Module, ids: torch.Tensor, length: int, context_length:
     return float(losses.mean()), float(beyond.mean()) if beyond.numel() else None
 
 
-def linear_probe(features: torch.Tensor, labels: torch.Tensor, train_share: float = 0.7, steps: int = 300) -> float:
+def linear_probe(
+    features: torch.Tensor, labels: torch.Tensor, train_share: float = 0.7, steps: int = 300, balanced: bool = False
+) -> float:
     """Held-out accuracy of a multinomial logistic regression from `features` (N, D) to integer `labels` (N,).
     The first `train_share` of the rows train it, the rest test it (contiguous, so nearby positions of the
-    text do not leak across); features are standardised on the train rows."""
+    text do not leak across); features are standardised on the train rows. `balanced`: each class weighs
+    the same in training and the score is the mean recall over the classes of the test rows (chance: 1 / their
+    number), for rare properties such as "inside quotes", where always saying "no" is 99 % accurate."""
     n_train = int(len(labels) * train_share)
     x = features.double()
     mean, std = x[:n_train].mean(0), x[:n_train].std(0).clamp_min(1e-6)
     x = (x - mean) / std
     n_classes = int(labels.max()) + 1
+    counts = torch.bincount(labels[:n_train], minlength=n_classes).double()
+    weight = (counts.sum() / counts.clamp_min(1) / int((counts > 0).sum())) if balanced else None
     w = torch.zeros(x.shape[1], n_classes, dtype=x.dtype, requires_grad=True)
     b = torch.zeros(n_classes, dtype=x.dtype, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(x[:n_train] @ w + b, labels[:n_train]) + 1e-3 * w.square().sum()
+        loss = F.cross_entropy(x[:n_train] @ w + b, labels[:n_train], weight=weight) + 1e-3 * w.square().sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
-    predicted = (x[n_train:] @ w + b).argmax(1)
-    return float((predicted == labels[n_train:]).double().mean())
+    predicted, truth = (x[n_train:] @ w + b).argmax(1), labels[n_train:]
+    if not balanced:
+        return float((predicted == truth).double().mean())
+    return float(torch.stack([(predicted[truth == c] == c).double().mean() for c in truth.unique()]).mean())
 
 
 def text_properties(text: str) -> dict[str, np.ndarray]:
@@ -328,6 +336,9 @@ def probe(
                     "state_probe_acc": linear_probe(features, labels),
                     "last3_onehot_acc": linear_probe(baseline, labels),
                     "majority_acc": majority,
+                    "state_probe_balanced": linear_probe(features, labels, balanced=True),
+                    "last3_onehot_balanced": linear_probe(baseline, labels, balanced=True),
+                    "chance_balanced": 1 / len(set(values[n_train:].tolist())),
                     "best_unit": unit_names[unit],
                     "unit_corr": float(corr[unit]),
                     "note": "",
