@@ -1,5 +1,6 @@
 """Sources with a known optimum: the exact numbers against independent estimates from long samples."""
 
+import itertools
 import math
 from collections import Counter
 from pathlib import Path
@@ -44,6 +45,31 @@ def test_markov_entropies_match_a_long_sample():
     freq = np.bincount(x, minlength=4) / len(x)  # the sample is stationary from its first token
     marginal = source.stationary.reshape(-1, 4).sum(0)
     np.testing.assert_allclose(freq, marginal, atol=5e-3)
+
+
+def test_markov_source_loss_is_the_chains_own_score_of_the_sample():
+    """`loss_on` against a step-by-step scoring with P(x | last n) summed out of π and the table by loops; and on
+    a long sample it meets its expectation, `chunked_optimum`."""
+    V, k, T = 3, 2, 5
+    source = MarkovSource(num_symbols=V, order=k, alpha=0.5, seed=4)
+    x = source.sample(2000, seed=1)
+
+    def p_next(history: tuple[int, ...], nxt: int) -> float:  # P(x_t = nxt | the last len(history) symbols)
+        n = len(history)
+        num = den = 0.0
+        for earlier in itertools.product(range(V), repeat=k - n):
+            s = 0
+            for sym in (*earlier, *history):
+                s = s * V + sym
+            num += source.stationary[s] * source.table[s, nxt]
+            den += source.stationary[s]
+        return num / den
+
+    losses = [-math.log(p_next(tuple(x[max(0, t - min((t - 1) % T + 1, k)) : t]), x[t])) for t in range(1, len(x))]
+    assert source.loss_on(x, T) == pytest.approx(np.mean(losses), rel=1e-12)
+    long = source.sample(400_000, seed=2)
+    best = [source.conditional_entropy(n) for n in range(k + 1)]
+    assert source.loss_on(long, T) == pytest.approx(chunked_optimum(best, len(long), T), abs=0.01)
 
 
 def test_chunked_optimum_counts_the_short_histories_at_chunk_starts():
@@ -129,6 +155,10 @@ def test_known_source_run_reports_excess(data: str, tmp_path: Path):
     assert metrics["optimal_ppl"] == pytest.approx(math.exp(metrics["optimal_loss"]))
     tags = scalar_tags(tmp_path)
     assert {"val/excess_loss", "val/optimal_loss", "test/excess_loss"} <= tags
+    if data == "markov":  # the chain's own score on the test tokens, a few sampling errors from its expectation
+        assert metrics["excess_over_source"] == pytest.approx(metrics["test_loss"] - metrics["source_loss"])
+        assert metrics["source_loss"] == pytest.approx(metrics["optimal_loss"], abs=0.05)
+        assert {"val/source_loss", "val/excess_over_source", "test/excess_over_source"} <= tags
     if data == "recall":
         assert 0 <= metrics["recall_acc"] <= 1 and "val/recall_acc" in tags
         assert metrics["hparams"]["context_length"] == 4 * 2 + 4 - 1

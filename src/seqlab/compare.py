@@ -39,8 +39,9 @@ COLUMNS = [
     "steps",
     "best_val_ppl",
     "test_ppl",
-    "optimal_ppl",  # the next three: data with a known optimum only (seqlab.data.synthetic)
+    "optimal_ppl",  # the next four: data with a known optimum only (seqlab.data.synthetic)
     "excess_loss",
+    "excess_over_source",  # markov: the excess over the true chain on the same test tokens
     "recall_acc",
     "grad_ratio_init",
     "grad_ratio",
@@ -110,6 +111,7 @@ def row_for(job: Job, name: str) -> dict[str, Any]:
         test_ppl=m.get("test_ppl"),
         optimal_ppl=m.get("optimal_ppl"),
         excess_loss=m.get("excess_loss"),
+        excess_over_source=m.get("excess_over_source"),
         recall_acc=m.get("recall_acc"),
         train_tokens_per_s=m.get("train_tokens_per_s"),
         wall_s=m.get("wall_s"),

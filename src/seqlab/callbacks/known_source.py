@@ -1,8 +1,10 @@
 """For data with a known optimum (seqlab.data.synthetic): how far the model is from the best possible loss.
 
 Logs `{split}/optimal_loss`, `{split}/optimal_ppl`, `{split}/excess_loss` (= loss − optimal_loss, nats/token)
-after every validation and test, and `{split}/recall_acc` where the data names the positions whose token is
-determined by the past (`answer_positions`). The run adds the same to metrics.json (see `summary`).
+after every validation and test; `{split}/source_loss` and `{split}/excess_over_source` where the data can score
+its own split (markov: the true chain's loss on the same tokens, which takes the split's sampling noise out of
+the excess); and `{split}/recall_acc` where the data names the positions whose token is determined by the past
+(`answer_positions`). The run adds the same to metrics.json (see `summary`).
 It writes to the loggers in `on_{split}_end`: callbacks' epoch-end hooks run before the system's, which is
 where `{split}/loss` is computed.
 """
@@ -51,6 +53,9 @@ class KnownSource(L.Callback):
             f"{split}/optimal_ppl": math.exp(optimal),
             f"{split}/excess_loss": float(loss) - optimal,
         }
+        if callable(getattr(trainer.datamodule, "source_loss", None)):  # markov: the source on the same tokens
+            source = trainer.datamodule.source_loss(split)
+            values |= {f"{split}/source_loss": source, f"{split}/excess_over_source": float(loss) - source}
         if self.total:
             values[f"{split}/recall_acc"] = self.correct / self.total
         self.correct, self.total = 0, 0
@@ -81,6 +86,9 @@ def summary(datamodule: Any, test_loss: float, best_val_loss: float, callback: K
         "excess_loss": test_loss - optimal,
         "best_val_excess_loss": best_val_loss - datamodule.optimal_loss("val"),
     }
+    if callable(getattr(datamodule, "source_loss", None)):
+        source = datamodule.source_loss("test")
+        out |= {"source_loss": source, "source_ppl": math.exp(source), "excess_over_source": test_loss - source}
     if "test/recall_acc" in callback.latest:
         out["recall_acc"] = callback.latest["test/recall_acc"]
     out.update(datamodule.known_optimum())
