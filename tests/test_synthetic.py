@@ -159,7 +159,8 @@ def test_known_source_run_reports_excess(data: str, tmp_path: Path):
         assert metrics["excess_over_source"] == pytest.approx(metrics["test_loss"] - metrics["source_loss"])
         assert metrics["source_loss"] == pytest.approx(metrics["optimal_loss"], abs=0.05)
         assert {"val/source_loss", "val/excess_over_source", "test/excess_over_source"} <= tags
-    if data == "recall":
+    if data == "recall":  # every random token costs exactly ln(#choices): no sample noise, no source_loss
+        assert "source_loss" not in metrics and "val/source_loss" not in tags
         assert 0 <= metrics["recall_acc"] <= 1 and "val/recall_acc" in tags
         assert metrics["hparams"]["context_length"] == 4 * 2 + 4 - 1
 

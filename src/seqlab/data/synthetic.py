@@ -352,15 +352,6 @@ class RecallDataModule(TextDataModule):
     def optimal_loss(self, split: str = "val") -> float:
         return float(self.recall.target_costs().mean())
 
-    def source_loss(self, split: str = "val") -> float:
-        """The source's own loss on this split's tokens (`MarkovSource.loss_on`): the optimum without the split's
-        sampling noise, so `loss − source_loss` compares a model and the source on the same tokens."""
-        symbol_of = np.array([SYMBOLS.find(tok) if len(tok) == 1 else -1 for tok in self.vocab.tokens])
-        tokens = symbol_of[self.ids[split].numpy()]
-        if (tokens < 0).any():  # <unk>: a symbol too rare to occur in a tiny train split has no id
-            return math.nan
-        return self.source.loss_on(tokens, self.context_length)
-
     def known_optimum(self) -> dict[str, float]:
         return {"chance_recall_acc": 1.0 / self.recall.V}
 
