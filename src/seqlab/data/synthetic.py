@@ -61,13 +61,16 @@ class MarkovSource:
             pi = new
         raise RuntimeError("the Markov chain's stationary distribution did not converge")
 
+    def joint_last(self, n: int) -> np.ndarray:
+        """P(x_{t−n..t−1}, x_t) under the stationary distribution, n ≤ k, as (V^n, V): history code, next."""
+        V, k = self.V, self.k
+        joint = (self.stationary[:, None] * self.table).reshape((V,) * (k + 1))  # (x_1..x_k, x)
+        return joint.sum(axis=tuple(range(k - n))).reshape(V**n, V)
+
     def conditional_entropy(self, n: int) -> float:
         """H(X_t | X_{t−n..t−1}) under the stationary distribution, exactly (n ≥ k: the entropy rate)."""
-        V, k = self.V, self.k
-        n = min(n, k)
-        joint = (self.stationary[:, None] * self.table).reshape((V,) * (k + 1))  # (x_1..x_k, x)
-        last = joint.sum(axis=tuple(range(k - n)))  # the last n + 1 symbols
-        return float(entropy(last.ravel()) - entropy(last.sum(-1).ravel()))
+        last = self.joint_last(min(n, self.k))
+        return float(entropy(last.ravel()) - entropy(last.sum(-1)))
 
     @property
     def entropy_rate(self) -> float:
@@ -78,12 +81,11 @@ class MarkovSource:
         position i of a chunk sees i + 1 tokens): what the best possible model gets on this very sample. It
         differs from `chunked_optimum` (its expectation) by the sample's noise, ≈ 0.003 nats on 100k tokens."""
         V, k = self.V, self.k
-        joint = (self.stationary[:, None] * self.table).reshape((V,) * (k + 1))
         t = np.arange(1, len(tokens))  # target positions
         seen = np.minimum((t - 1) % context_length + 1, k)
         logp = np.empty(len(t))
         for n in range(1, k + 1):
-            last = joint.sum(axis=tuple(range(k - n))).reshape(V**n, V)  # (last n symbols, next): P(x | last n)
+            last = self.joint_last(n)
             where = t[seen == n]
             state = np.zeros(len(where), dtype=np.int64)
             for j in range(n, 0, -1):
