@@ -31,8 +31,8 @@ def main() -> None:
     if not args.checkpoint.is_file():
         sys.exit(f"error: {args.checkpoint}: no such checkpoint file")
 
-    from seqlab.sampling import sample_text
-    from seqlab.system import LanguageModel
+    from seqlab.training.sampling import sample_text
+    from seqlab.training.system import LanguageModel
 
     try:  # on the CPU first, so a device problem is not mistaken for a bad file
         system = LanguageModel.load_from_checkpoint(args.checkpoint, map_location="cpu")

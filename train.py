@@ -1,18 +1,18 @@
 """Train one model, or sweep many with -m. Examples: `python train.py model=rnn`, `python train.py -m experiment=baselines`."""
 
-from seqlab.openmp import sleep_when_idle
+from seqlab.launch.openmp import sleep_when_idle
 
-sleep_when_idle()  # before anything imports torch (see seqlab/openmp.py): 2 threads on a shared machine
+sleep_when_idle()  # before anything imports torch (see seqlab/launch/openmp.py): 2 threads on a shared machine
 
 import hydra
 from omegaconf import DictConfig
 
-import seqlab.slurm  # noqa: F401 (registers `${seqlab.slurm_or:...}` for conf/hydra: a run dir named by the SLURM job)
+import seqlab.launch.slurm  # noqa: F401 (registers `${seqlab.slurm_or:...}` for conf/hydra: a run dir named by the SLURM job)
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    from seqlab.run import train  # imported here so `--help` and config errors answer fast
+    from seqlab.training.run import train  # imported here so `--help` and config errors answer fast
 
     return train(cfg).get("best_val_loss")  # a sweeper (e.g. Optuna) minimises this
 

@@ -17,9 +17,9 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from seqlab.callbacks import GradientProfile
 from seqlab.data import TextDataModule
-from seqlab.system import LanguageModel
+from seqlab.training.callbacks import GradientProfile
+from seqlab.training.system import LanguageModel
 
 
 class TimedProfile(GradientProfile):

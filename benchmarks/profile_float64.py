@@ -10,9 +10,9 @@ first 32 val chunks of the run's corpus (Tiny Shakespeare's default splits; pass
 import argparse
 import os
 
-from seqlab.callbacks.gradient_profile import gradient_profile
 from seqlab.data import TextDataModule
-from seqlab.system import LanguageModel
+from seqlab.training.callbacks.gradient_profile import gradient_profile
+from seqlab.training.system import LanguageModel
 
 
 def main() -> None:

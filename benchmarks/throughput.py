@@ -22,11 +22,11 @@ the train split as streams and carry the detached state from batch to batch (tru
 
 from __future__ import annotations
 
-from seqlab.malloc import keep_freed_memory
-from seqlab.openmp import sleep_when_idle
+from seqlab.launch.malloc import keep_freed_memory
+from seqlab.launch.openmp import sleep_when_idle
 
 sleep_when_idle()  # as train.py does, before torch is imported: both paths run with seqlab's default
-keep_freed_memory()  # as seqlab.run.train does: every path keeps its freed memory (seqlab/malloc.py)
+keep_freed_memory()  # as seqlab.training.run.train does: every path keeps its freed memory (seqlab/launch/malloc.py)
 
 import argparse
 import statistics
@@ -42,9 +42,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqlab.callbacks.progress import quiet_lightning
 from seqlab.data import IGNORE, TextDataModule
-from seqlab.system import LanguageModel
+from seqlab.training.callbacks.progress import quiet_lightning
+from seqlab.training.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))

@@ -16,11 +16,11 @@ recurrent model, `stateful`: the state carried across the whole split. The refer
 
 from __future__ import annotations
 
-from seqlab.malloc import keep_freed_memory
-from seqlab.openmp import sleep_when_idle
+from seqlab.launch.malloc import keep_freed_memory
+from seqlab.launch.openmp import sleep_when_idle
 
 sleep_when_idle()  # the thread settings train.py runs with
-keep_freed_memory()  # as seqlab.run.train does: every path keeps its freed memory (seqlab/malloc.py)
+keep_freed_memory()  # as seqlab.training.run.train does: every path keeps its freed memory (seqlab/launch/malloc.py)
 
 import argparse
 import json
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from seqlab.data import IGNORE, TextDataModule
 from seqlab.data.datamodule import EvalBatches
-from seqlab.system import LanguageModel
+from seqlab.training.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCES = [  # (what, seconds, nats/char on the last 10 %, source)

@@ -18,8 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from seqlab.callbacks.gradient_profile import gradient_profile
-from seqlab.system import LanguageModel
+from seqlab.training.callbacks.gradient_profile import gradient_profile
+from seqlab.training.system import LanguageModel
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

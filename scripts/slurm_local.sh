@@ -46,7 +46,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 ReturnToService=2
-# no accounting database: sacct answers "accounting storage is disabled" (seqlab.slurm quiets submitit about it)
+# no accounting database: sacct answers "accounting storage is disabled" (seqlab.launch.slurm quiets submitit about it)
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none

@@ -1,4 +1,4 @@
-from seqlab.openmp import sleep_when_idle
+from seqlab.launch.openmp import sleep_when_idle
 
 sleep_when_idle()  # before any test imports torch: 2 torch threads must not spin against a busy core
 

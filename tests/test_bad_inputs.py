@@ -17,11 +17,12 @@ import pytest
 import torch
 from conftest import ROOT, compose_config
 
-from seqlab import run
-from seqlab.config import WritableOutputs, check_config
+from seqlab.config import check_config
 from seqlab.data import TextDataModule
-from seqlab.resume import AtomicCheckpointIO
-from seqlab.run import train
+from seqlab.launch.rundir import WritableOutputs
+from seqlab.training import run
+from seqlab.training.resume import AtomicCheckpointIO
+from seqlab.training.run import train
 
 TINY = ["data.context_length=32", "data.batch_size=16", "model.hidden_size=32", "model.emb_dim=16"]
 TINY += ["trainer.accelerator=cpu", "trainer.max_steps=4", "trainer.val_check_interval=2", "callbacks.progress=null"]

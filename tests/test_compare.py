@@ -1,4 +1,4 @@
-"""seqlab.compare on sweep dirs built by hand: every job is a row (failed, diverged and missing ones too),
+"""seqlab.analysis.compare on sweep dirs built by hand: every job is a row (failed, diverged and missing ones too),
 the plots exist, and the gradient profile is the last line of each job's grad_profile.jsonl."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from seqlab.compare import collect, last_grad_profile, main
+from seqlab.analysis.compare import collect, last_grad_profile, main
 
 ROOT = Path(__file__).resolve().parents[1]
 PLOTS = ["ppl_vs_hidden.png", "ppl_vs_context.png", "params_vs_context.png", "grad_profiles.png"]
@@ -125,7 +125,7 @@ def test_several_sweeps_keep_their_names_apart(sweep: Path, tmp_path: Path) -> N
 
 def test_cli_rejects_a_dir_without_jobs(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "seqlab.compare", str(tmp_path)],
+        [sys.executable, "-m", "seqlab.analysis.compare", str(tmp_path)],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
@@ -187,7 +187,7 @@ def test_an_out_that_is_a_file_is_one_line(sweep: Path, tmp_path: Path, capsys) 
 def test_grad_profile_colours_group_by_model_and_labels_name_what_varies() -> None:
     import matplotlib.colors
 
-    from seqlab.compare import job_styles
+    from seqlab.analysis.compare import job_styles
 
     rows = [
         {"job": f"{i}_x", "model": m, "context_length": c, "hidden_size": 256}
@@ -206,7 +206,7 @@ def test_grad_profile_colours_group_by_model_and_labels_name_what_varies() -> No
 def test_ppl_plot_says_when_a_point_is_the_best_of_several_jobs(tmp_path: Path, monkeypatch) -> None:
     import matplotlib.figure
 
-    from seqlab.compare import plot_lines
+    from seqlab.analysis.compare import plot_lines
 
     notes: list[str] = []
     original = matplotlib.figure.Figure.text

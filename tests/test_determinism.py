@@ -4,7 +4,7 @@ from pathlib import Path
 
 from conftest import compose_config
 
-from seqlab.run import train
+from seqlab.training.run import train
 
 TINY = ["data.context_length=32", "data.batch_size=16", "model.hidden_size=32", "model.emb_dim=16"]
 TINY += ["trainer.accelerator=cpu", "trainer.max_steps=12", "trainer.val_check_interval=6", "callbacks.progress=null"]

@@ -10,8 +10,8 @@ import torch
 from conftest import ROOT, compose_config
 
 from seqlab.errors import DivergedError
-from seqlab.run import train
-from seqlab.system import LanguageModel
+from seqlab.training.run import train
+from seqlab.training.system import LanguageModel
 
 TINY = ["data.context_length=32", "data.batch_size=16", "model.hidden_size=32", "model.emb_dim=16"]
 TINY += ["trainer.accelerator=cpu", "trainer.max_steps=20", "trainer.val_check_interval=10", "callbacks.progress=null"]

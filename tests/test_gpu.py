@@ -11,8 +11,8 @@ import pytest
 import torch
 from test_models import MODEL_CONFIGS, V, build
 
-from seqlab.callbacks.gradient_profile import gradient_profile
-from seqlab.sampling import generate
+from seqlab.training.callbacks.gradient_profile import gradient_profile
+from seqlab.training.sampling import generate
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 ROOT = Path(__file__).resolve().parents[1]

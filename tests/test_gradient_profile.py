@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqlab.callbacks.gradient_profile import gradient_profile, log_spaced_distances
 from seqlab.models import GRU, LSTM, RNN, PaddedMLP, Unigram, WindowMLP
+from seqlab.training.callbacks.gradient_profile import gradient_profile, log_spaced_distances
 
 V, T, B = 13, 12, 5
 
@@ -171,9 +171,9 @@ def test_log_spaced_distances():
 def test_callback_cadence_and_time_budget(tmp_path, max_share, steps):
     import lightning as L
 
-    from seqlab.callbacks import GradientProfile
     from seqlab.data import TextDataModule
-    from seqlab.system import LanguageModel
+    from seqlab.training.callbacks import GradientProfile
+    from seqlab.training.system import LanguageModel
 
     (tmp_path / "tiny.txt").write_text("to be, or not to be: that is the question.\n" * 60)
     dm = TextDataModule("text_file", path=str(tmp_path / "tiny.txt"), context_length=16, batch_size=4)

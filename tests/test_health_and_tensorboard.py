@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from seqlab.callbacks.training_health import group_norms, recurrent_sigma_max
 from seqlab.models import RNN
-from seqlab.system import LanguageModel
+from seqlab.training.callbacks.training_health import group_norms, recurrent_sigma_max
+from seqlab.training.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqlab.callbacks.gradient_profile import gradient_profile
 from seqlab.models import SSM, MinGRU, Transformer
-from seqlab.sampling import generate
+from seqlab.training.callbacks.gradient_profile import gradient_profile
+from seqlab.training.sampling import generate
 
 V, T, B = 13, 10, 4
 

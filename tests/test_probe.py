@@ -1,4 +1,4 @@
-"""seqlab.probe on constructed cases where the right answer is known."""
+"""seqlab.analysis.probe on constructed cases where the right answer is known."""
 
 import subprocess
 import sys
@@ -11,8 +11,7 @@ from conftest import DATA_DIR, ROOT
 from test_run import scalar_tags
 from torch import nn
 
-from seqlab.models import RNN, PaddedMLP, Unigram, WindowMLP
-from seqlab.probe import (
+from seqlab.analysis.probe import (
     chunk_loss,
     hidden_states,
     linear_probe,
@@ -24,6 +23,7 @@ from seqlab.probe import (
     text_properties,
     window_losses,
 )
+from seqlab.models import RNN, PaddedMLP, Unigram, WindowMLP
 
 
 class BagOfEmbeddings(nn.Module):

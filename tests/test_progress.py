@@ -6,10 +6,10 @@ from pathlib import Path
 
 import lightning as L
 
-from seqlab.callbacks import BudgetProgressBar
-from seqlab.callbacks.progress import quiet_lightning
 from seqlab.data import TextDataModule
-from seqlab.system import LanguageModel
+from seqlab.training.callbacks import BudgetProgressBar
+from seqlab.training.callbacks.progress import quiet_lightning
+from seqlab.training.system import LanguageModel
 
 
 def test_bar_counts_the_step_budget_across_epochs(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import DATA_DIR
 
-from seqlab.properties import build, matched_size, n_params, slope
+from seqlab.analysis.properties import build, matched_size, n_params, slope
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ def test_slope_recovers_a_power_law():
 @pytest.mark.slow
 def test_quick_run_writes_tables_plot_and_tensorboard(tmp_path):
     models = ["rnn", "transformer", "ssm", "mingru"]
-    cmd = [sys.executable, "-m", "seqlab.properties", "--quick", "--out", str(tmp_path), "--models", *models]
+    cmd = [sys.executable, "-m", "seqlab.analysis.properties", "--quick", "--out", str(tmp_path), "--models", *models]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     train = list(csv.DictReader((tmp_path / "training.csv").read_text().splitlines()))
@@ -63,7 +63,7 @@ def test_trained_cells_fill_the_table_and_a_diverged_lr_loses_nothing(tmp_path, 
     cmd = [
         sys.executable,
         "-m",
-        "seqlab.properties",
+        "seqlab.analysis.properties",
         "--quick",
         "--out",
         str(tmp_path),

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from seqlab.callbacks.training_health import gate_saturation, recurrent_sigma_max
 from seqlab.models import GRU, LSTM, RNN
+from seqlab.training.callbacks.training_health import gate_saturation, recurrent_sigma_max
 
 V, T = 11, 10
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import compose_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seqlab.run import train
+from seqlab.training.run import train
 
 
 @pytest.mark.slow

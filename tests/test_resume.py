@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqlab import resume
 from seqlab.data.datamodule import TrainBatches
-from seqlab.resume import AtomicCheckpointIO, ResumeCheckpoint
+from seqlab.training import resume
+from seqlab.training.resume import AtomicCheckpointIO, ResumeCheckpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 40  # ~4 epochs of 10 batches on the tiny file: the kill lands mid-epoch, the run crosses epochs

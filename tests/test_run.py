@@ -11,7 +11,7 @@ import pytest
 from conftest import DATA_DIR, ROOT, compose_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from seqlab.run import train
+from seqlab.training.run import train
 
 QUICK = ["trainer.max_steps=6", "trainer.val_check_interval=4", "model.hidden_size=32", "trainer.accelerator=cpu"]
 METRIC_KEYS = {"model", "params", "best_val_loss", "best_val_ppl", "test_loss", "test_ppl", "train_tokens"}

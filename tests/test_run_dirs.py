@@ -21,8 +21,8 @@ from conftest import ROOT, compose_config
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict, read_write
 
-from seqlab.run import train
-from seqlab.rundir import RunDir, claim
+from seqlab.launch.rundir import RunDir, claim
+from seqlab.training.run import train
 
 TINY = ["data.context_length=32", "data.batch_size=16", "model.hidden_size=32", "model.emb_dim=16"]
 TINY += ["trainer.accelerator=cpu", "trainer.max_steps=4", "trainer.val_check_interval=2", "callbacks.progress=null"]

@@ -11,8 +11,8 @@ import torch
 
 from seqlab.data import TextDataModule, Vocab
 from seqlab.models import GRU, LSTM, RNN, PaddedMLP, WindowMLP
-from seqlab.sampling import encode_prompt, generate
-from seqlab.system import LanguageModel
+from seqlab.training.sampling import encode_prompt, generate
+from seqlab.training.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40

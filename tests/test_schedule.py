@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from seqlab.config import check_config
 from seqlab.errors import ConfigError
-from seqlab.system import LanguageModel
+from seqlab.training.system import LanguageModel
 
 LR = 0.5
 

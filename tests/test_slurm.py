@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_resume import checkpoint_step, command, results, run_env
 
-from seqlab.slurm import job_key, requeued_run
+from seqlab.launch.slurm import job_key, requeued_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOW = ["+callbacks.slow._target_=slow_steps.SlowSteps", "+callbacks.slow.seconds=0.15"]

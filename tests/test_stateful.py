@@ -23,8 +23,8 @@ from torch import nn
 from seqlab.data import TextDataModule
 from seqlab.data.datamodule import StreamBatches
 from seqlab.errors import ConfigError
-from seqlab.run import check_config, train
-from seqlab.system import LanguageModel
+from seqlab.training.run import check_config, train
+from seqlab.training.system import LanguageModel
 
 V = 40
 

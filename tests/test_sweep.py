@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from seqlab.sweep import (
+from seqlab.launch.sweep import (
     SWEPT_KEYS_ENV,
     Job,
     SweepReport,
@@ -293,7 +293,7 @@ def test_a_diverged_and_a_bad_job_do_not_stop_the_sweep(tiny_text: Path, tmp_pat
     assert sorted(status.values()) == ["bad_config", "diverged", "ok"]
     assert status[next(n for n in status if "optim.lr=1000" in n)] == "diverged"
 
-    from seqlab.compare import main as compare
+    from seqlab.analysis.compare import main as compare
 
     assert compare([str(tmp_path)]) == 0
     table = (tmp_path / "comparison.md").read_text()

@@ -20,7 +20,7 @@ from seqlab.data.synthetic import (
     entropy,
 )
 from seqlab.errors import ConfigError
-from seqlab.run import train
+from seqlab.training.run import train
 
 
 def plug_in_entropy(rows: np.ndarray) -> float:

@@ -10,7 +10,7 @@ from conftest import compose_config
 from test_run import scalars
 
 from seqlab.config import check_config
-from seqlab.run import check_budget, train
+from seqlab.training.run import check_budget, train
 
 TINY = ["model=unigram", "trainer.accelerator=cpu", "callbacks.progress=null", "callbacks.gradient_profile=null"]
 
@@ -36,7 +36,7 @@ def test_max_time_validates_tests_and_records_the_curve(tiny_text: Path, tmp_pat
 
 
 def test_openmp_waiters_sleep_unless_the_user_chose(monkeypatch: pytest.MonkeyPatch):
-    from seqlab.openmp import settings, sleep_when_idle
+    from seqlab.launch.openmp import settings, sleep_when_idle
 
     for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
         monkeypatch.delenv(key, raising=False)
@@ -53,7 +53,7 @@ def test_openmp_waiters_sleep_unless_the_user_chose(monkeypatch: pytest.MonkeyPa
 
 PAGE_FAULTS = """
 import resource, torch
-from seqlab.malloc import keep_freed_memory
+from seqlab.launch.malloc import keep_freed_memory
 from seqlab.models import WindowMLP
 print(keep_freed_memory())
 torch.manual_seed(0)

@@ -1,5 +1,5 @@
 """Tuning with Optuna (skipped without it): a small study with pruning, killed mid-trial and continued, ends
-with every trial recorded once, each an ordinary run dir that seqlab.compare reads."""
+with every trial recorded once, each an ordinary run dir that seqlab.analysis.compare reads."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from test_resume import checkpoint_step, run_env
 
 optuna = pytest.importorskip("optuna", reason='Optuna is optional: pip install -e ".[tune]"')
 
-from seqlab.tune import load_study, open_storage, parse_param, trial_dirname  # noqa: E402 (after the skip)
+from seqlab.launch.tune import load_study, open_storage, parse_param, trial_dirname  # noqa: E402 (after the skip)
 
 QUICK = [
     "data=text_file",
@@ -63,7 +63,18 @@ def test_workers_started_together_draw_different_trials(tmp_path: Path) -> None:
 def test_study_with_pruning_killed_and_continued(tiny_text: Path, tmp_path: Path) -> None:
     study_dir = tmp_path / "study"
     study_dir.mkdir()
-    cmd = [sys.executable, "-m", "seqlab.tune", str(study_dir), "--trials", "4", "--startup-trials", "1", "--seed", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "seqlab.launch.tune",
+        str(study_dir),
+        "--trials",
+        "4",
+        "--startup-trials",
+        "1",
+        "--seed",
+        "0",
+    ]
     cmd += ["--warmup-steps", "8"]  # pruning from the validation at step 10 on
     cmd += ["--param", "optim.lr=1e-5:5e-2:log", f"data.path={tiny_text}", *QUICK, *SLOW]
     # the first trials fixed, so that the third one is bad enough to be pruned (after one complete trial)
@@ -101,7 +112,7 @@ def test_study_with_pruning_killed_and_continued(tiny_text: Path, tmp_path: Path
         assert metrics["status"] == "pruned" and metrics["steps"] < 20
 
     compare = subprocess.run(
-        [sys.executable, "-m", "seqlab.compare", str(study_dir)], env=run_env(), capture_output=True, text=True
+        [sys.executable, "-m", "seqlab.analysis.compare", str(study_dir)], env=run_env(), capture_output=True, text=True
     )
     assert compare.returncode == 0, compare.stderr
     rows = {row["job"]: row for row in csv.DictReader((study_dir / "comparison.csv").open())}

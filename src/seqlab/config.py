@@ -19,25 +19,19 @@
    that is not there.
 
 Types and ranges are checked key by key in config order, so the message names the first bad key.
-`WritableOutputs` (a Hydra callback) checks, before Hydra makes the run's dir, that it can be written.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-import os
-import shutil
-import sys
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from seqlab.errors import ConfigError
@@ -165,7 +159,7 @@ def check_config(cfg: DictConfig) -> None:
             "validate; give one of them"
         )
     _check_accelerator(values)
-    from seqlab.schedule import check_schedule  # imports torch: only here, not in the launcher's callbacks
+    from seqlab.training.schedule import check_schedule  # imports torch: only here, not in the launcher's callbacks
 
     check_schedule(cfg)
 
@@ -333,30 +327,3 @@ def _check_accelerator(values: dict[str, Any]) -> None:
         )
     if is_int(devices) and devices > found[accelerator]:
         raise ConfigError(f"trainer.devices={devices}: this machine has {found[accelerator]} {accelerator} device(s)")
-
-
-class WritableOutputs(Callback):
-    """Before Hydra makes the run's (or the sweep's) dir: one line and exit code 2 if it cannot be written
-    (a read-only or full disk, a path through a file) instead of Hydra's traceback. Registered in
-    conf/hydra/default.yaml; light on purpose (it runs in the launching process, before any import of torch)."""
-
-    MIN_FREE = 1 << 20  # bytes; less than this cannot hold even a metrics.json and a log
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.check(Path(str(config.hydra.run.dir)))
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.check(Path(str(config.hydra.sweep.dir)))
-
-    def check(self, out_dir: Path) -> None:
-        existing = next(p for p in [out_dir.absolute(), *out_dir.absolute().parents] if p.exists())
-        if not existing.is_dir():
-            problem = f"{existing} is a file"
-        elif not os.access(existing, os.W_OK | os.X_OK):  # also False on a read-only filesystem, even for root
-            problem = f"{existing} is not writable"
-        elif shutil.disk_usage(existing).free < self.MIN_FREE:
-            problem = f"no space left on the disk of {existing}"
-        else:
-            return
-        print(f"error: cannot write {out_dir}: {problem}", file=sys.stderr)
-        raise SystemExit(2)  # not an Exception: Hydra lets it through without a traceback

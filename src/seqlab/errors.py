@@ -1,4 +1,4 @@
-"""The two ways a run ends early on purpose; `seqlab.run` turns them into one-line messages."""
+"""The two ways a run ends early on purpose; `seqlab.training.run` turns them into one-line messages."""
 
 
 class ConfigError(ValueError):

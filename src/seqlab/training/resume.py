@@ -1,7 +1,7 @@
 """Surviving a kill: atomic checkpoint files, a `last.ckpt` every few steps and on SIGTERM, and resuming.
 
 `python train.py <same overrides> resume=<run dir>` continues that run in its own dir from
-`checkpoints/last.ckpt` (a job that SLURM requeued does so by itself: seqlab.slurm). The weights, the
+`checkpoints/last.ckpt` (a job that SLURM requeued does so by itself: seqlab.launch.slurm). The weights, the
 optimizer, Lightning's loop counters, the best-checkpoint score, the train loader's position
 (`TrainBatches.state_dict`) and the run's counters all travel in the checkpoint, so the resumed run ends
 with the same numbers as one that was never stopped.
@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from seqlab.data import Vocab
 from seqlab.errors import ConfigError, Interrupted
-from seqlab.rundir import resume_problem
-from seqlab.slurm import requeued_run, submitit_requeue
-from seqlab.sweep import in_multirun, stop_file
+from seqlab.launch.rundir import resume_problem
+from seqlab.launch.slurm import requeued_run, submitit_requeue
+from seqlab.launch.sweep import in_multirun, stop_file
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def resume_checkpoint(
     requeued = None if resume is not None or ckpt_path is not None else requeued_run(Path(cfg.paths.output_dir))
     if resume is None and ckpt_path is None and requeued is None:
         return None
-    resume = str(requeued) if requeued is not None else resume  # seqlab.slurm: a requeued job continues itself
+    resume = str(requeued) if requeued is not None else resume  # seqlab.launch.slurm: a requeued job continues itself
     if resume is not None and in_multirun() and requeued is None:  # every job would load the same checkpoint
         raise ConfigError(
             f"resume={resume}: resume one job at a time, without -m (its overrides plus resume=<its dir>)"
@@ -219,7 +219,7 @@ def relocate(state: dict[str, Any], dirpath: str) -> None:
 
 def save_run_config(cfg: DictConfig, out_dir: Path) -> None:
     """What Hydra writes into .hydra/ at the start of a job; a resume writes it once its checkpoint is accepted
-    (seqlab.rundir.RunDir holds Hydra's copy back)."""
+    (seqlab.launch.rundir.RunDir holds Hydra's copy back)."""
     try:
         hydra_cfg = HydraConfig.get()
     except ValueError:  # no Hydra context (a script or a notebook): nothing to save

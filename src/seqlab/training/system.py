@@ -15,9 +15,9 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 from torchmetrics import MeanMetric
 
-from seqlab.callbacks.training_health import clips_by_norm
 from seqlab.data import IGNORE, Vocab
 from seqlab.errors import ConfigError, DivergedError
+from seqlab.training.callbacks.training_health import clips_by_norm
 
 State = tuple[torch.Tensor, ...]
 

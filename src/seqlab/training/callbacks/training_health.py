@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from seqlab.callbacks.gradient_profile import probe_batch
+from seqlab.training.callbacks.gradient_profile import probe_batch
 
 GROUPS = ("embedding", "recurrent", "head", "input")
 

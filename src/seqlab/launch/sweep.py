@@ -26,7 +26,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from seqlab.slurm import job_key
+from seqlab.launch.slurm import job_key
 
 log = logging.getLogger(__name__)
 

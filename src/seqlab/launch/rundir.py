@@ -5,14 +5,16 @@ Hydra creates the run dir and writes `.hydra/` into it before the job starts, so
 - a new run claims its dir by creating `<dir>/.hydra` exclusively, so two runs started in the same second
   (two shells, a loop, two users) never share one: the second default name gets `_2`, `_3`, ...; an
   explicit `hydra.run.dir` that already holds a run is refused; so is a SLURM job's dir (named by its job id)
-  in the job's first start, while a requeued start finds it again (seqlab.slurm resumes it);
+  in the job's first start, while a requeued start finds it again (seqlab.launch.slurm resumes it);
 - `resume=<run dir>` must name an existing dir. Hydra then writes nothing there (`.hydra/` waits until the
-  run has accepted the checkpoint, see seqlab.run), so a refused resume leaves that run as it was.
+  run has accepted the checkpoint, see seqlab.training.run), so a refused resume leaves that run as it was.
 Bad values get one line and exit code 2. Light on purpose: no torch, so these answers come at once.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, read_write
 
-from seqlab import slurm
+from seqlab.launch import slurm
 
 
 def claim(path: Path, unique: bool) -> Path | None:
@@ -74,7 +76,7 @@ class RunDir(Callback):
             explicit = any(o.split("=", 1)[0].lstrip("+") == "hydra.run.dir" for o in config.hydra.overrides.hydra)
             wanted = Path(config.hydra.run.dir)
             if slurm.job_key() is not None and (wanted / ".hydra").is_dir() and slurm.restarts() > 0:
-                return  # a requeued SLURM job: its own dir (named by the job id) again, resumed by seqlab.slurm
+                return  # a requeued SLURM job: its own dir (named by the job id) again, resumed by seqlab.launch.slurm
             try:
                 # a SLURM job's dir is named by its job id, the same in every start: never renamed to `_2`
                 claimed = claim(wanted, unique=not explicit and slurm.job_key() is None)
@@ -87,3 +89,30 @@ class RunDir(Callback):
                     f"or choose another dir{under_slurm}"
                 )
             config.hydra.run.dir = str(claimed)
+
+
+class WritableOutputs(Callback):
+    """Before Hydra makes the run's (or the sweep's) dir: one line and exit code 2 if it cannot be written
+    (a read-only or full disk, a path through a file) instead of Hydra's traceback. Registered in
+    conf/hydra/default.yaml; light on purpose (it runs in the launching process, before any import of torch)."""
+
+    MIN_FREE = 1 << 20  # bytes; less than this cannot hold even a metrics.json and a log
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.check(Path(str(config.hydra.run.dir)))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.check(Path(str(config.hydra.sweep.dir)))
+
+    def check(self, out_dir: Path) -> None:
+        existing = next(p for p in [out_dir.absolute(), *out_dir.absolute().parents] if p.exists())
+        if not existing.is_dir():
+            problem = f"{existing} is a file"
+        elif not os.access(existing, os.W_OK | os.X_OK):  # also False on a read-only filesystem, even for root
+            problem = f"{existing} is not writable"
+        elif shutil.disk_usage(existing).free < self.MIN_FREE:
+            problem = f"no space left on the disk of {existing}"
+        else:
+            return
+        print(f"error: cannot write {out_dir}: {problem}", file=sys.stderr)
+        raise SystemExit(2)  # not an Exception: Hydra lets it through without a traceback

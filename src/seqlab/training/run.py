@@ -23,21 +23,21 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from seqlab.callbacks.known_source import KnownSource, has_known_optimum
-from seqlab.callbacks.known_source import summary as known_source_summary
-from seqlab.callbacks.progress import quiet_lightning
-from seqlab.callbacks.wall_clock import WallClockCurve
 from seqlab.config import check_config
 from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
-from seqlab.malloc import keep_freed_memory
-from seqlab.malloc import setting as malloc_setting
-from seqlab.openmp import settings as openmp_settings
-from seqlab.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
-from seqlab.slurm import job_key, restarts
-from seqlab.sweep import in_multirun, job_plan, threads_from_config
-from seqlab.system import LanguageModel
+from seqlab.launch.malloc import keep_freed_memory
+from seqlab.launch.malloc import setting as malloc_setting
+from seqlab.launch.openmp import settings as openmp_settings
+from seqlab.launch.slurm import job_key, restarts
+from seqlab.launch.sweep import in_multirun, job_plan, threads_from_config
+from seqlab.training.callbacks.known_source import KnownSource, has_known_optimum
+from seqlab.training.callbacks.known_source import summary as known_source_summary
+from seqlab.training.callbacks.progress import quiet_lightning
+from seqlab.training.callbacks.wall_clock import WallClockCurve
+from seqlab.training.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
+from seqlab.training.system import LanguageModel
 
 log = logging.getLogger(__name__)
 CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)  # a full disk, a read-only dir
@@ -180,7 +180,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
             metrics["curve"] = curve.curve  # val loss against seconds: how far a wall-clock budget got
     if trainer.interrupted:
         raise KeyboardInterrupt
-    # the best-on-val/loss one (seqlab.resume.ResumeCheckpoint is a Checkpoint too)
+    # the best-on-val/loss one (seqlab.training.resume.ResumeCheckpoint is a Checkpoint too)
     checkpoint = next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_score if checkpoint is not None and checkpoint.best_model_score is not None else None
     best_val_loss = float(best) if best is not None else system.best_val_loss
@@ -203,7 +203,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
         hp_metrics = {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
         if "test_ppl_stateful" in metrics:
             hp_metrics["hp/test_ppl_stateful"] = metrics["test_ppl_stateful"]
-        if in_multirun():  # one HParams experiment for the whole sweep: seqlab.sweep.write_hparams_experiment
+        if in_multirun():  # one HParams experiment for the whole sweep: seqlab.launch.sweep.write_hparams_experiment
             log_hparams_session(logger, metrics["hparams"], hp_metrics)
         else:
             logger.log_hyperparams(metrics["hparams"], hp_metrics)
@@ -228,7 +228,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     records its status and returns, so the other jobs go on (the sweep's exit code is set at its end)."""
     started, load_at_start = time.perf_counter(), round(os.getloadavg()[0], 2)
     quiet_lightning()
-    keep_freed_memory()  # no page faults for the same activations every step (seqlab/malloc.py)
+    keep_freed_memory()  # no page faults for the same activations every step (seqlab/launch/malloc.py)
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
         logging.getLogger("lightning").handlers.clear()
     out_dir = Path(cfg.paths.output_dir)
@@ -251,7 +251,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics[key] = None
     exit_code, message = 0, None
     # a relaunched sweep keeps its ok jobs and continues its interrupted ones (a requeued SLURM job continues
-    # itself: seqlab.slurm.requeued_run)
+    # itself: seqlab.launch.slurm.requeued_run)
     if in_multirun() and restarts() == 0:
         plan, previous = job_plan(out_dir)
         if plan == "skip" or (plan == "stopped" and previous):

@@ -4,7 +4,7 @@ Every model at its matched width is trained by `train.py` itself (a subprocess: 
 TensorBoard), once per learning rate of a small grid so that no architecture loses to a bad lr:
 - Tiny Shakespeare (or `--train-data`) for a wall-clock budget (`trainer.max_time`): best val ppl over the grid ("Parameter
   efficiency"), how many lrs of the grid trained without diverging and their spread ("Stable training"), and,
-  probing the best run (seqlab.probe), order sensitivity and length generalisation; its gradient profile's
+  probing the best run (seqlab.analysis.probe), order sensitivity and length generalisation; its gradient profile's
   reach g(T−1)/g(0) after training;
 - associative recall (`data=recall`, one pair, a gap of d fillers) for a number of steps: best test recall_acc
   over the grid at each gap ("Long-range deps").
@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from seqlab.compare import grad_ratio, last_grad_profile
+from seqlab.analysis.compare import grad_ratio, last_grad_profile
+from seqlab.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 RECALL = ["data=recall", "data.keys=8", "data.values=8", "data.pairs=1", "data.fillers=4", "data.train_min_gap=1"]
 QUIET = ["callbacks.samples=null", "callbacks.progress=null"]
 
@@ -59,7 +59,7 @@ def train_cells(
 ) -> tuple[list[dict], dict[str, dict[str, str]]]:
     """Train every model (each lr of the grid) and return (the runs, {property: {model: cell}}). `data` is the
     text's conf/data choice (with `extra`, e.g. data=text_file data.path=...)."""
-    from seqlab.probe import probe
+    from seqlab.analysis.probe import probe
 
     budget = f"00:00:{budget_s // 60:02d}:{budget_s % 60:02d}"
     text = [f"data={data}", "trainer.max_steps=-1", f"trainer.max_time={budget}", *(extra or [])]

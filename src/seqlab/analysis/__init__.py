@@ -1,0 +1,1 @@
+"""The analysis layer: what turns finished runs into tables and figures (compare, probe, properties, reports)."""
