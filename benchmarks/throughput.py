@@ -81,7 +81,7 @@ def synchronize(device: torch.device) -> None:
 def config(model: str, data: str, out_dir: str, steps: int, extra: list[str], accelerator: str = "cpu") -> DictConfig:
     """The config `python train.py model=<model> data=<data> ...` runs, with no validation before the end."""
     overrides = [f"model={model}", f"data={data}", f"trainer.accelerator={accelerator}", f"trainer.max_steps={steps}"]
-    # a size override only where the model has that key (the transformer's width is emb_dim, not hidden_size)
+    # a size override only where the model has that key (e.g. no emb_dim for the transformer)
     keys = OmegaConf.load(ROOT / "conf" / "model" / f"{model}.yaml").keys()
     extra = [o for o in extra if not o.startswith("model.") or o.split("=", 1)[0].removeprefix("model.") in keys]
     overrides += [f"trainer.val_check_interval={steps + 1}", "+trainer.limit_val_batches=1"]

@@ -62,7 +62,7 @@ def nanogpt_val_loss(checkpoint: str, text: str, context: int = 64) -> dict[str,
         total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum").item()
         n += (y != IGNORE).sum().item()
     losses = {"stateless": total / n}
-    if hasattr(system.model, "forward_with_state"):  # one stream: the state carried from the split's first char
+    if system.model.recurrent:  # one stream: the state carried from the split's first char
         logits, _ = system.model.forward_with_state(ids[None, :-1])
         losses["stateful"] = F.cross_entropy(logits[0], ids[1:]).item()
     return losses

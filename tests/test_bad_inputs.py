@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import ROOT, compose_config
+from helpers import expect_config_error
 
 from seqlab.config import check_config
 from seqlab.data import TextDataModule
@@ -37,20 +38,6 @@ def text_file(tmp_path: Path, name: str, content: bytes) -> Path:
     return path
 
 
-def expect_config_error(overrides: list[str], out_dir: Path, capsys: pytest.CaptureFixture) -> str:
-    """Run in-process; return the one-line message after checking the exit code and that nothing trained."""
-    with pytest.raises(SystemExit) as stop:
-        train(compose_config(overrides, out_dir))
-    assert stop.value.code == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[-1].startswith("error: ")
-    assert "Traceback" not in "\n".join(lines)
-    metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert metrics["status"] == "bad_config" and metrics.get("steps") is None
-    assert not (out_dir / "checkpoints").exists()
-    return lines[-1]
-
-
 # (overrides, what the message must say); each runs on the tiny text file with the tiny model
 BAD_VALUES = {
     "hidden_size 0": (["model.hidden_size=0"], "model.hidden_size=0: must be a positive integer"),
@@ -59,7 +46,7 @@ BAD_VALUES = {
     "hidden_size a bool": (["model.hidden_size=true"], "model.hidden_size=true: must be an integer"),
     "radius a word": (["model.recurrent_radius=big"], "model.recurrent_radius=big: must be a number or null"),
     "radius inf": (["model.recurrent_radius=inf"], "model.recurrent_radius=inf: must be a finite number"),
-    "unknown model key": (["+model.hiden_size=8"], "model.hiden_size: seqlab.models.RNN takes no such setting"),
+    "unknown model key": (["+model.hiden_size=8"], "model.hiden_size: seqlab.models.rnn.RNN takes no such setting"),
     "window 0": (["model=mlp_window", "model.window=0"], "model.window=0: must be a positive integer"),
     "batch_size 0": (["data.batch_size=0"], "data.batch_size=0: must be a positive integer"),
     "context_length 0": (["data.context_length=0"], "data.context_length=0: must be a positive integer"),
@@ -114,7 +101,12 @@ BAD_VALUES = {
         "model.tie_weights=true needs model.emb_dim (16) == model.hidden_size (32)",
     ),
     "num_layers 0": (["model=gru", "model.num_layers=0"], "model.num_layers=0: must be a positive integer"),
-    "init unknown": (["model.init=eye"], "model.init=eye: must be one of default, orthogonal, identity"),
+    "init unknown": (["model.init=eye"], "model.init=eye: must be one of 'default', 'orthogonal', 'identity'"),
+    "nonlinearity unknown": (
+        ["model.nonlinearity=sigmoid"],
+        "model.nonlinearity=sigmoid: must be one of 'tanh', 'relu'",
+    ),
+    "dropout 1": (["model=lstm", "model.dropout=1.0"], "model.dropout=1.0: must be a number in [0, 1)"),
     "stateful feedforward": (
         ["model=mlp_window", "data.stateful=true"],
         "data.stateful=true: WindowMLP carries no state",
@@ -163,7 +155,7 @@ def test_a_model_refusing_its_sizes_is_one_line(tiny_text: Path, tmp_path: Path,
     refuse.__signature__ = inspect.signature(RNN.__init__)  # the config check still reads the real settings
     monkeypatch.setattr(RNN, "__init__", refuse)
     message = expect_config_error(["data=text_file", f"data.path={tiny_text}", *TINY], tmp_path / "run", capsys)
-    assert message == "error: seqlab.models.RNN: emb_dim=16 is not a multiple of num_heads=3"
+    assert message == "error: seqlab.models.rnn.RNN: emb_dim=16 is not a multiple of num_heads=3"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
@@ -253,7 +245,7 @@ def test_resuming_with_another_model(rnn_run: Path, tiny_text: Path, tmp_path: P
     overrides = ["data=text_file", f"data.path={tiny_text}", *TINY, "model=mlp_window", f"resume={rnn_run}"]
     message = expect_config_error(overrides, tmp_path / "run", capsys)
     assert str(rnn_run / "checkpoints" / "last.ckpt") in message
-    assert "seqlab.models.RNN" in message and "seqlab.models.WindowMLP" in message
+    assert "seqlab.models.rnn.RNN" in message and "seqlab.models.mlp_window.WindowMLP" in message
 
 
 def test_a_checkpoint_trained_on_other_text(rnn_run: Path, tiny_text: Path, tmp_path: Path, capsys):

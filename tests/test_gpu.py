@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_models import MODEL_CONFIGS, V, build
+from helpers import T, V, build
 
+from seqlab.models.catalog import model_class, model_names
 from seqlab.training.callbacks.gradient_profile import gradient_profile
 from seqlab.training.sampling import generate
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 ROOT = Path(__file__).resolve().parents[1]
-T = 12  # test_models' context length
 
 
 @pytest.fixture(autouse=True)
@@ -28,12 +28,12 @@ def full_precision_matmuls():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=lambda p: p.stem)
-def test_model_on_cuda_equals_cpu(path: Path):
+@pytest.mark.parametrize("name", model_names())
+def test_model_on_cuda_equals_cpu(name: str):
     """Logits and every parameter's gradient (cuDNN's fused RNNs, the scans, attention) match the CPU's."""
     torch.manual_seed(0)
-    cpu = build(path).double()
-    gpu = build(path).double().cuda()
+    cpu = build(name).double()
+    gpu = build(name).double().cuda()
     gpu.load_state_dict(cpu.state_dict())
     idx = torch.randint(V, (4, T))
     results = []
@@ -46,15 +46,11 @@ def test_model_on_cuda_equals_cpu(path: Path):
         torch.testing.assert_close(results[1][1][name], grad, rtol=1e-7, atol=1e-9, msg=name)
 
 
-def _recurrent_configs() -> list[Path]:
-    return [p for p in MODEL_CONFIGS if hasattr(build(p), "step")]
-
-
-@pytest.mark.parametrize("path", _recurrent_configs(), ids=lambda p: p.stem)
-def test_step_equals_fused_on_cuda(path: Path):
+@pytest.mark.parametrize("name", [n for n in model_names() if model_class(n).incremental])
+def test_step_equals_fused_on_cuda(name: str):
     """One step per token on the GPU (float32, as trained) gives the fused / scanned / cached forward's logits."""
     torch.manual_seed(0)
-    model = build(path).cuda().eval()
+    model = build(name).cuda().eval()
     idx = torch.randint(V, (3, T), device="cuda")
     state = model.initial_state(3, idx.device)
     with torch.no_grad():
@@ -67,10 +63,9 @@ def test_step_equals_fused_on_cuda(path: Path):
 
 @pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "mingru"])
 def test_gradient_profile_on_cuda_equals_cpu(name: str):
-    path = next(p for p in MODEL_CONFIGS if p.stem == name)
     torch.manual_seed(0)
-    cpu = build(path, num_layers=2).double()
-    gpu = build(path, num_layers=2).double().cuda()
+    cpu = build(name, num_layers=2).double()
+    gpu = build(name, num_layers=2).double().cuda()
     gpu.load_state_dict(cpu.state_dict())
     idx, targets = torch.randint(V, (4, T)), torch.randint(V, (4, T))
     on_cpu = gradient_profile(cpu, idx, targets)
@@ -82,9 +77,8 @@ def test_gradient_profile_on_cuda_equals_cpu(name: str):
 
 def test_streaming_generation_on_cuda_equals_rereading():
     """The carried state on the GPU draws what re-reading the whole history would, past the context."""
-    path = next(p for p in MODEL_CONFIGS if p.stem == "lstm")
     torch.manual_seed(0)
-    model = build(path, num_layers=2).double().cuda().eval()
+    model = build("lstm", num_layers=2).double().cuda().eval()
     prompt = torch.tensor([[1, 2, 3], [4, 5, 6]], device="cuda")
     streamed = generate(model, prompt, 30, 0.9, torch.Generator("cuda").manual_seed(7), context_length=T)
     generator, idx = torch.Generator("cuda").manual_seed(7), prompt

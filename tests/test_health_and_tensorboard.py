@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from seqlab.models import RNN
-from seqlab.training.callbacks.training_health import group_norms, recurrent_sigma_max
+from seqlab.training.callbacks.training_health import group_norms, recurrent_names, recurrent_sigma_max
 from seqlab.training.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_grad_norms_by_group_match_the_gradients():
         "head": [system.model.head.weight, system.model.head.bias],
         "input": [rnn.weight_ih_l0, rnn.bias_ih_l0, rnn.bias_hh_l0],
     }
-    got = group_norms(system.grad_norms)
+    got = group_norms(system.grad_norms, recurrent_names(system.model, "model."))
     assert set(got) == set(expected)
     for group, params in expected.items():
         reference = torch.cat([p.grad.flatten() for p in params]).norm()

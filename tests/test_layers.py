@@ -13,7 +13,9 @@ LAUNCH += ["seqlab.launch.sweep", "seqlab.launch.tune", "seqlab.config", "seqlab
 
 
 def test_the_launch_layer_imports_no_torch() -> None:
-    code = f"import sys; import {', '.join(LAUNCH)}; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    code = (
+        f"import sys; import {', '.join(LAUNCH)}; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -27,5 +29,7 @@ def test_the_commands_keep_their_names(command: str) -> None:
 
 def test_conf_is_found_from_one_place() -> None:
     assert (ROOT / "conf" / "train.yaml").is_file()
-    hits = subprocess.run(["grep", "-rln", "__file__", str(ROOT / "src")], capture_output=True, text=True).stdout
+    hits = subprocess.run(
+        ["grep", "-rln", "--include=*.py", "__file__", str(ROOT / "src")], capture_output=True, text=True
+    ).stdout
     assert hits.split() == [str(ROOT / "src" / "seqlab" / "paths.py")]

@@ -37,7 +37,7 @@ def test_probe_state_gradients_equal_the_scan_path(model_class, scan, num_layers
 def test_transformer_probe_reaches_every_position():
     """No recurrence, no state: the loss at the last position reaches every input through attention."""
     torch.manual_seed(0)
-    model = Transformer(V, T, emb_dim=8, num_layers=2, num_heads=2).double()
+    model = Transformer(V, T, hidden_size=8, num_layers=2, num_heads=2).double()
     profile = gradient_profile(model, torch.randint(V, (B, T)), torch.randint(V, (B, T)))
     assert set(profile) == {"x"} and (profile["x"] > 0).all()
 
@@ -47,8 +47,8 @@ def test_streaming_generation_equals_rereading(model_class):
     """generate() streams through `step`: the SSM and minGRU draw what re-reading the whole history draws,
     far past the context; the Transformer what re-reading its last context_length tokens draws (its window)."""
     torch.manual_seed(0)
-    kwargs = {"num_heads": 2} if model_class is Transformer else {"hidden_size": 6}
-    model = model_class(V, T, emb_dim=8, num_layers=2, **kwargs).double().eval()
+    kwargs = {"num_heads": 2, "hidden_size": 8} if model_class is Transformer else {"hidden_size": 6, "emb_dim": 8}
+    model = model_class(V, T, num_layers=2, **kwargs).double().eval()
     prompt = torch.randint(V, (2, 3))
     streamed = generate(model, prompt, 30, 0.9, torch.Generator().manual_seed(7), context_length=T)
     window = T if model_class is Transformer else None
@@ -63,17 +63,20 @@ def test_streaming_generation_equals_rereading(model_class):
 
 BAD = {
     "heads do not divide": (["model=transformer", "model.num_heads=3"], "model.num_heads=3: must divide"),
-    "ssm scan": (["model=ssm", "model.scan=fft"], "model.scan=fft: expected one of chunked, loop"),
+    "ssm scan": (["model=ssm", "model.scan=fft"], "model.scan=fft: must be one of 'loop', 'chunked'"),
     "ssm radius": (["model=ssm", "model.r_max=1.0"], "need 0 <= r_min < r_max < 1"),
-    "mingru scan": (["model=mingru", "model.scan=parallel"], "model.scan=parallel: expected one of"),
+    "mingru scan": (
+        ["model=mingru", "model.scan=parallel"],
+        "model.scan=parallel: must be one of 'loop', 'log', 'chunked'",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", BAD)
 def test_bad_model_values_are_one_line_config_errors(case, tiny_text, tmp_path, capsys):
-    from test_bad_inputs import expect_config_error
+    from helpers import expect_config_error
 
     overrides, expected = BAD[case]
     quick = ["data=text_file", f"data.path={tiny_text}", "data.context_length=32", "data.batch_size=16"]
-    quick += ["model.emb_dim=16", "trainer.accelerator=cpu", "trainer.max_steps=2", "callbacks.progress=null"]
+    quick += ["model.hidden_size=16", "trainer.accelerator=cpu", "trainer.max_steps=2", "callbacks.progress=null"]
     assert expected in expect_config_error([*quick, *overrides], tmp_path, capsys)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR, ROOT
-from test_run import scalar_tags
+from helpers import scalar_tags
 from torch import nn
 
 from seqlab.analysis.probe import (

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import MAX_STEPS, checkpoint_step, command, results, run_env, start_and_stop
 
 from seqlab.data.datamodule import TrainBatches
 from seqlab.training import resume
 from seqlab.training.resume import AtomicCheckpointIO, ResumeCheckpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_STEPS = 40  # ~4 epochs of 10 batches on the tiny file: the kill lands mid-epoch, the run crosses epochs
-# every number metrics.json reports about the trained model
-RESULTS = ("steps", "train_tokens", "best_val_loss", "best_val_ppl", "test_loss", "test_ppl")
 
 
 @pytest.fixture(scope="module")
@@ -30,63 +25,6 @@ def short_text(tmp_path_factory: pytest.TempPathFactory, shakespeare_text: str) 
     path = tmp_path_factory.mktemp("data") / "short.txt"
     path.write_text(shakespeare_text[:9000])  # 10 batches of 16 x 32 per epoch
     return path
-
-
-def command(short_text: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        str(ROOT / "train.py"),
-        "data=text_file",
-        f"data.path={short_text}",
-        "data.context_length=32",
-        "data.batch_size=16",
-        "model=rnn",
-        "model.hidden_size=32",
-        "model.emb_dim=16",
-        "trainer.accelerator=cpu",
-        f"trainer.max_steps={MAX_STEPS}",
-        "trainer.val_check_interval=10",
-        "callbacks.resume.every_n_steps=3",
-        "callbacks.progress=null",
-        f"hydra.run.dir={run_dir}",
-        *extra,
-    ]
-
-
-def run_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    return env
-
-
-def results(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["status"] == "ok", metrics
-    # the checkpoint files too: a resume that forgot the best so far would leave an old best-*.ckpt behind
-    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.startswith("."))
-    return {"checkpoints": checkpoints} | {key: metrics[key] for key in RESULTS}
-
-
-def checkpoint_step(path: Path) -> int:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)["global_step"]
-    except FileNotFoundError:
-        return -1
-
-
-def start_and_stop(cmd: list[str], run_dir: Path, sig: signal.Signals, after_step: int) -> subprocess.Popen:
-    """Start a slowed-down run and send `sig` once its last.ckpt is at `after_step` or later."""
-    slow = ["+callbacks.slow._target_=slow_steps.SlowSteps", "+callbacks.slow.seconds=0.15"]
-    proc = subprocess.Popen([*cmd, *slow], env=run_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    last = run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while checkpoint_step(last) < after_step:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the run never reached the step to stop at"
-        time.sleep(0.05)
-    proc.send_signal(sig)
-    proc.communicate(timeout=120)
-    return proc
 
 
 @pytest.fixture(scope="module")

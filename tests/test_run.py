@@ -9,28 +9,13 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA_DIR, ROOT, compose_config
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from helpers import scalar_tags, scalars
 
 from seqlab.training.run import train
 
 QUICK = ["trainer.max_steps=6", "trainer.val_check_interval=4", "model.hidden_size=32", "trainer.accelerator=cpu"]
 METRIC_KEYS = {"model", "params", "best_val_loss", "best_val_ppl", "test_loss", "test_ppl", "train_tokens"}
 METRIC_KEYS |= {"train_tokens_per_s", "wall_s", "status"}
-
-
-def scalars(run_dir: Path) -> dict[str, list[int]]:
-    """Every scalar tag in a run dir's event files, with the steps it was logged at."""
-    steps: dict[str, list[int]] = {}
-    for events in sorted(run_dir.glob("events.out.tfevents.*")):
-        acc = EventAccumulator(str(events))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            steps.setdefault(tag, []).extend(event.step for event in acc.Scalars(tag))
-    return steps
-
-
-def scalar_tags(run_dir: Path) -> set[str]:
-    return set(scalars(run_dir))
 
 
 @pytest.mark.slow

@@ -163,7 +163,11 @@ def garble(run_dir: Path, how: str) -> None:
 
 
 REFUSED = {
-    "another model": (["model=mlp_window"], "", "holds a seqlab.models.RNN, this run builds a seqlab.models.WindowMLP"),
+    "another model": (
+        ["model=mlp_window"],
+        "",
+        "holds a seqlab.models.rnn.RNN, this run builds a seqlab.models.mlp_window.WindowMLP",
+    ),
     "another hidden size": (["model.hidden_size=48"], "", "has model.hidden_size=32, this run 48"),
     "a bad value": (["optim.lr=0"], "", "optim.lr=0: must be a positive number"),
     "last.ckpt missing": ([], "missing", "no checkpoint at"),

@@ -10,8 +10,9 @@ import lightning as L
 import pytest
 import torch
 from conftest import ROOT, compose_config
+from helpers import STATEFUL_V as V
+from helpers import TINY
 from omegaconf import OmegaConf
-from test_stateful import TINY, V
 from torch.utils.data import DataLoader
 
 from seqlab.config import check_config

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_resume import checkpoint_step, command, results, run_env
+from helpers import checkpoint_step, command, results, run_env
 
 from seqlab.launch.slurm import job_key, requeued_run
 

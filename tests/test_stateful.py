@@ -8,45 +8,23 @@ import signal
 import subprocess
 from pathlib import Path
 
+import helpers
 import lightning as L
 import pytest
-import test_resume
 import torch
 import torch.nn.functional as F
 from conftest import ROOT, compose_config
+from helpers import STATEFUL_V as V
+from helpers import TINY, TinyLSTM, scalars
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_run import scalars
-from torch import nn
 
 from seqlab.data import TextDataModule
 from seqlab.data.datamodule import StreamBatches
 from seqlab.errors import ConfigError
 from seqlab.training.run import check_config, train
 from seqlab.training.system import LanguageModel
-
-V = 40
-
-
-class TinyLSTM(nn.Module):
-    """The recurrent interface in a few lines (the test does not depend on any conf/model choice)."""
-
-    def __init__(self, vocab_size: int, context_length: int, hidden_size: int = 16) -> None:
-        super().__init__()
-        self.tok_emb = nn.Embedding(vocab_size, 8)
-        self.lstm = nn.LSTM(8, hidden_size, num_layers=2, batch_first=True)
-        self.head = nn.Linear(hidden_size, vocab_size)
-
-    def forward_with_state(self, idx, state=None):
-        out, state = self.lstm(self.tok_emb(idx), state)
-        return self.head(out), state
-
-    def forward(self, idx):
-        return self.forward_with_state(idx)[0]
-
-
-TINY = {"_target_": f"{__name__}.TinyLSTM", "hidden_size": 16}
 
 
 def system(stateful: bool = False, **kwargs) -> LanguageModel:
@@ -171,7 +149,7 @@ def short_text(tmp_path: Path, shakespeare_text: str) -> Path:
 
 def lstm_command(short_text: Path, run_dir: Path, *extra: str) -> list[str]:
     """test_resume's run, as a stateful 2-layer LSTM with Zaremba's step decay (1 epoch kept, then halved)."""
-    cmd = [arg if arg != "model=rnn" else "model=lstm" for arg in test_resume.command(short_text, run_dir)]
+    cmd = [arg if arg != "model=rnn" else "model=lstm" for arg in helpers.command(short_text, run_dir)]
     return [
         *cmd,
         "model.num_layers=2",
@@ -193,16 +171,16 @@ def stateful_results(run_dir: Path) -> dict:
 def test_sigkill_then_resume_a_stateful_run_matches_unbroken(short_text: Path, tmp_path: Path) -> None:
     """The carried state, the streams' position and the schedule all come back: the same numbers, bitwise."""
     unbroken_dir = tmp_path / "unbroken"
-    subprocess.run(lstm_command(short_text, unbroken_dir), env=test_resume.run_env(), check=True, capture_output=True)
+    subprocess.run(lstm_command(short_text, unbroken_dir), env=helpers.run_env(), check=True, capture_output=True)
     unbroken = stateful_results(unbroken_dir)
 
     run_dir = tmp_path / "run"
     cmd = lstm_command(short_text, run_dir)
-    proc = test_resume.start_and_stop(cmd, run_dir, signal.SIGKILL, after_step=20)  # mid-epoch 1 (16 a pass)
+    proc = helpers.start_and_stop(cmd, run_dir, signal.SIGKILL, after_step=20)  # mid-epoch 1 (16 a pass)
     assert proc.returncode == -signal.SIGKILL
-    killed_at = test_resume.checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
-    assert 20 <= killed_at < test_resume.MAX_STEPS and killed_at % 16 != 0
-    resumed = subprocess.run([*cmd, f"resume={run_dir}"], env=test_resume.run_env(), capture_output=True, text=True)
+    killed_at = helpers.checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
+    assert 20 <= killed_at < helpers.MAX_STEPS and killed_at % 16 != 0
+    resumed = subprocess.run([*cmd, f"resume={run_dir}"], env=helpers.run_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert stateful_results(run_dir) == unbroken
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_config
-from test_run import scalar_tags
+from helpers import scalar_tags
 
 from seqlab.data.synthetic import (
     MarkovDataModule,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_config
-from test_run import scalars
+from helpers import scalars
 
 from seqlab.config import check_config
 from seqlab.training.run import check_budget, train

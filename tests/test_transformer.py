@@ -12,7 +12,7 @@ V, T = 23, 10
 @pytest.fixture
 def model() -> Transformer:
     torch.manual_seed(0)
-    m = Transformer(V, T, emb_dim=16, num_layers=2, num_heads=4).double().eval()
+    m = Transformer(V, T, hidden_size=16, num_layers=2, num_heads=4).double().eval()
     for p in m.parameters():  # GPT-2's init makes every logit ≈ 0; larger weights make the comparison bite
         p.data.normal_(0, 0.3)
     return m
@@ -55,5 +55,5 @@ def test_causal_with_large_weights(model):
 def test_too_long_input_and_bad_heads_are_clear_errors(model):
     with pytest.raises(ValueError, match="context_length=10"):
         model(torch.zeros(1, T + 1, dtype=torch.long))
-    with pytest.raises(ConfigError, match=r"model\.num_heads=3: must divide model\.emb_dim=16"):
-        Transformer(V, T, emb_dim=16, num_heads=3)
+    with pytest.raises(ConfigError, match=r"model\.num_heads=3: must divide model\.hidden_size=16"):
+        Transformer(V, T, hidden_size=16, num_heads=3)

@@ -13,7 +13,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
-from test_resume import checkpoint_step, run_env
+from helpers import checkpoint_step, run_env
 
 optuna = pytest.importorskip("optuna", reason='Optuna is optional: pip install -e ".[tune]"')
 

@@ -25,6 +25,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 
 from seqlab.launch.sweep import Job, find_job_dirs, read_job
+from seqlab.models.catalog import display_order
 
 COLUMNS = [
     "job",
@@ -51,7 +52,6 @@ COLUMNS = [
     "reason",
 ]
 NUMERIC = [c for c in COLUMNS if c not in ("job", "model", "status", "reason")]
-MODEL_ORDER = {"unigram": 0, "mlp_window": 1, "mlp_padded": 2, "rnn": 3}
 
 
 def read_grad_profiles(job_dir: Path) -> tuple[list[dict[str, Any]], int]:
@@ -152,8 +152,7 @@ def _sort_key(row: dict[str, Any]) -> tuple:
         return math.inf if value is None else float(value)
 
     return (
-        MODEL_ORDER.get(row["model"], len(MODEL_ORDER)),
-        str(row["model"]),
+        display_order(str(row["model"])),
         num(row["hidden_size"]),
         num(row["context_length"]),
         num(row["recurrent_radius"]),
@@ -224,7 +223,7 @@ def plot_lines(
         pooled[label, r[x]].append(r)
     hidden = sorted({k for group in pooled.values() for k in varied_keys(group)} - {"model", x})
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model in sorted(best, key=lambda m: (MODEL_ORDER.get(m.split()[0], len(MODEL_ORDER)), len(m), m)):
+    for model in sorted(best, key=lambda m: (display_order(m)[:2], len(m), m)):
         xs = sorted(best[model])
         ax.plot(xs, [best[model][v] for v in xs], marker="o", label=model)
     ax.set_xscale("log", base=2)

@@ -37,7 +37,8 @@ import matplotlib.pyplot as plt
 
 import seqlab.launch.sweep  # noqa: F401  (registers the resolvers the saved configs use)
 from seqlab.errors import ConfigError
-from seqlab.paths import MODEL_CONFIGS, ROOT
+from seqlab.models.catalog import build_model, model_config, model_names
+from seqlab.paths import ROOT
 
 
 # --- measurements (plain functions of a model and token ids) ------------------------------------------------
@@ -179,14 +180,11 @@ def one_hot_last(ids: torch.Tensor, k: int, vocab_size: int) -> torch.Tensor:
     return F.one_hot(windows, vocab_size + 1)[..., :vocab_size].flatten(1).double()
 
 
-def count_params(model_yaml: Path, vocab_size: int, context_length: int) -> int | str:
-    from hydra.utils import instantiate
-
-    cfg = OmegaConf.load(model_yaml)
-    if "window" in cfg and cfg.window is not None and cfg.window > context_length:
-        cfg.window = context_length
+def count_params(name: str, vocab_size: int, context_length: int) -> int | str:
+    window = model_config(name).get("window")
+    overrides = {"window": context_length} if window is not None and window > context_length else {}
     try:
-        model = instantiate(cfg, vocab_size=vocab_size, context_length=context_length)
+        model = build_model(name, vocab_size, context_length, **overrides)
     except Exception as err:  # a model that needs something else to build: say so, do not stop the probe
         return f"n/a ({type(err).__name__})"
     return sum(p.numel() for p in model.parameters())
@@ -225,10 +223,9 @@ def load(target: Path) -> tuple[Any, Path, Any]:
 
 
 def params_table(vocab_size: int, lengths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)) -> list[dict[str, Any]]:
-    models = sorted(MODEL_CONFIGS.glob("*.yaml"))
     return [
-        {"model": m.stem, "context_length": T, "params": count_params(m, vocab_size, T)}
-        for m in models
+        {"model": m, "context_length": T, "params": count_params(m, vocab_size, T)}
+        for m in model_names()
         for T in lengths
     ]
 
@@ -275,7 +272,7 @@ def probe(
     rows = [{"k": k, "loss": float(window_losses(model, ids, ends, k).mean())} for k in ks]
     for r in rows:
         r["optimal_loss"] = best(r["k"]) if best else None
-    if hasattr(model, "forward_with_state"):
+    if model.recurrent:
         # same targets, unbounded history; the stretches are long, so these targets sit far from their start
         unbounded = stream_losses(model, ids)[ends]
         ok = ~unbounded.isnan()
@@ -313,7 +310,7 @@ def probe(
     images["params"] = plot_params(tables["params"])
 
     # what the hidden state holds
-    if system.hparams.level == "char" and hasattr(model, "step_embedded"):
+    if system.hparams.level == "char" and model.recurrent:
         text_ids = ids[:chars]
         text = dm.vocab.decode(text_ids.tolist())
         features, unit_names = hidden_states(model, text_ids)

@@ -24,21 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from seqlab.analysis.properties_trained import TRAINED_CLAIMS, TRAINED_NOTES, runs_table, train_cells
-from seqlab.paths import MODEL_CONFIGS
+from seqlab.models.base import SequenceModel
+from seqlab.models.catalog import build_model, model_class, model_config, model_names
 from seqlab.training.callbacks.gradient_profile import gradient_profile
 
 VOCAB = 66  # Tiny Shakespeare's
-# the seed's columns, and which of our models stand in each
-FAMILIES = {
-    "RNN": ["rnn", "lstm", "gru", "mingru"],
-    "Transformer": ["transformer"],
-    "State-Space": ["ssm"],
-    "feedforward (not in the seed)": ["unigram", "mlp_window", "mlp_padded"],
-}
+# the seed's columns, each filled by the models whose class declares that `family` (models/base.py)
+COLUMNS = {"RNN": "RNN", "Transformer": "Transformer", "State-Space": "State-Space"}
+COLUMNS["feedforward"] = "feedforward (not in the seed)"
 CLAIMS = {  # the seed's cells, RNN / Transformer / State-Space
     "Compute (training)": ("O(T)", "O(T²)", "O(T log T)"),
     "Compute (inference)": ("O(1)/step", "O(T)/step", "O(1)/step"),
@@ -49,15 +44,14 @@ CLAIMS = {  # the seed's cells, RNN / Transformer / State-Space
 }
 
 
-def build(name: str, context_length: int, size: int | None = None) -> torch.nn.Module:
-    cfg = OmegaConf.load(MODEL_CONFIGS / f"{name}.yaml")
-    if size is not None:
-        cfg[size_key(cfg)] = size
-    return instantiate(cfg, vocab_size=VOCAB, context_length=context_length)
+def build(name: str, context_length: int, size: int | None = None) -> SequenceModel:
+    return build_model(name, VOCAB, context_length, **({} if size is None else {"hidden_size": size}))
 
 
-def size_key(cfg) -> str:
-    return "emb_dim" if "num_heads" in cfg else "hidden_size"
+def cached(name: str) -> bool:
+    """Whether the model generates from a cache that grows with the position (a Transformer's keys and values)."""
+    cls = model_class(name)
+    return cls.incremental and not cls.recurrent
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -65,10 +59,9 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 def matched_size(name: str, target: int, context_length: int) -> int | None:
-    """The width (hidden_size, or the Transformer's emb_dim in steps of num_heads) whose parameter count at
+    """The width (hidden_size, in steps of num_heads where there are heads) whose parameter count at
     `context_length` is closest to `target`; None where the count does not depend on it (unigram)."""
-    cfg = OmegaConf.load(MODEL_CONFIGS / f"{name}.yaml")
-    step = cfg.get("num_heads", 1)
+    step = model_config(name).get("num_heads", 1)
     count = lambda s: n_params(build(name, context_length, s * step))  # noqa: E731
     if count(1) == count(2):
         return None
@@ -146,12 +139,12 @@ def measure_generation(names, sizes, positions, repeats, context_length: int) ->
     for name in names:
         torch.manual_seed(0)
         # learned positions: the Transformer gets enough of them (the latency does not depend on the table)
-        models[name] = build(name, max_pos if name == "transformer" else context_length, sizes[name]).eval()
+        models[name] = build(name, max_pos if cached(name) else context_length, sizes[name]).eval()
     decode = {name: [] for name in models}  # per repeat: per-position seconds
     rows = []
     for _ in range(repeats):
         for name, model in models.items():
-            if not hasattr(model, "step"):
+            if not model.incremental:
                 continue
             state, seconds = model.initial_state(1), []
             for p in range(max_pos):
@@ -166,14 +159,14 @@ def measure_generation(names, sizes, positions, repeats, context_length: int) ->
         per_position = np.min(np.asarray(decode[name]), axis=0)  # (max_pos,): the fastest repeat
         row["decode_s"] = float(np.median(per_position[p - max(1, p // 8) : p]))  # the last eighth up to p
         row["steps_s"] = float(per_position[:p].sum())  # the first p tokens, one step at a time
-        prefill = models[name].prefill if name == "transformer" else models[name].forward_with_state
+        prefill = models[name].prefill
         row["prefill_s"] = best_time(lambda: prefill(ids[:, :p]), repeats)  # noqa: B023
     for name, model in models.items():  # no step: each token is a forward over what the model can see
-        label = name + " (no cache)" if name == "transformer" else name
-        if name != "transformer" and hasattr(model, "step"):
+        label = name + " (no cache)" if cached(name) else name
+        if model.incremental and not cached(name):
             continue
         for p in positions:
-            window = ids[:, :p] if name == "transformer" else ids[:, max(0, p - context_length) : p]
+            window = ids[:, :p] if cached(name) else ids[:, max(0, p - context_length) : p]
             seconds = best_time(lambda: model(window), repeats)  # noqa: B023
             rows.append({"model": label, "position": p, "state_bytes": window.numel() * 8, "decode_s": seconds})
     for row in sorted(rows, key=lambda r: (r["model"], r["position"])):
@@ -264,14 +257,14 @@ NOTES = {
 
 
 def seed_table(cells: dict[str, dict[str, str]]) -> str:
-    families, notes = list(FAMILIES), {**NOTES, **TRAINED_NOTES}
-    head = "| property | " + " | ".join(f"{f}: claim | measured" for f in families) + " | measured as |"
+    families, notes = list(COLUMNS), {**NOTES, **TRAINED_NOTES}
+    head = "| property | " + " | ".join(f"{COLUMNS[f]}: claim | measured" for f in families) + " | measured as |"
     lines = [head, "|---" * (2 * len(families) + 2) + "|"]
     for prop, per_model in cells.items():
         claims = (*{**CLAIMS, **TRAINED_CLAIMS}.get(prop, ("—", "—", "—")), "—")  # the feedforward column: none
         parts = []
         for claim, family in zip(claims, families, strict=True):
-            names = [n for n in per_model if n.split(" ")[0] in FAMILIES[family]]
+            names = [n for n in per_model if model_class(n.split(" ")[0]).family == family]
             parts += [claim, "<br>".join(f"{n}: {per_model[n]}" for n in sorted(names)) or "—"]
         lines.append(f"| {prop} | " + " | ".join(parts) + f" | {notes[prop]} |")
     return "\n".join(lines)
@@ -315,7 +308,7 @@ def plot(train: list[dict], gen: list[dict]):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m seqlab.properties", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="default: outputs/properties/<date>_<time>")
-    parser.add_argument("--models", nargs="+", default=sorted(p.stem for p in MODEL_CONFIGS.glob("*.yaml")))
+    parser.add_argument("--models", nargs="+", default=model_names(), choices=model_names(), metavar="MODEL")
     parser.add_argument("--params", type=int, default=100_000, help="matched parameter count (at context 64)")
     parser.add_argument("--contexts", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
     parser.add_argument("--positions", type=int, nargs="+", default=[2**k for k in range(12)])
@@ -351,10 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells = measured_cells(train, gen, reach, params)
     runs: list[dict] = []
     if args.train_budget:
-        widths = {
-            n: (size_key(OmegaConf.load(MODEL_CONFIGS / f"{n}.yaml")), sizes[n]) if sizes[n] else None
-            for n in args.models
-        }
+        widths = {n: ("hidden_size", sizes[n]) if sizes[n] else None for n in args.models}
         runs, trained = train_cells(
             args.models,
             widths,

@@ -1,15 +1,5 @@
-"""Every model maps token ids (B, T) to next-token logits (B, T, V), causally.
-
-The shared interface, which the system and the gradient probe rely on:
-    embed(idx) -> e (B, T, E)            token embeddings, the input the probe differentiates against
-    forward_embedded(e) -> logits        everything after the embedding
-    forward(idx) = forward_embedded(embed(idx))
-Recurrent models (rnn, lstm, gru; see models/recurrent.py) add a carried state: `state_names`,
-`initial_state(B)`, `forward_with_state(idx, state) -> (logits, state)` (the fused fast path),
-`step_embedded(e_t, state) -> (out, state)` (one explicit step over the same weights), `head`, and
-`step(idx_t, state) -> (logits_t, state)`. A model is recurrent iff it has `forward_with_state`,
-incremental iff it has `step`.
-"""
+"""seqlab's models, one file each, behind the interface in models/base.py. A model is found from its
+conf/model/<name>.yaml (`_target_`), so adding one is its file and its yaml (see models/catalog.py)."""
 
 from seqlab.models.gru import GRU
 from seqlab.models.lstm import LSTM
@@ -21,5 +11,4 @@ from seqlab.models.ssm import SSM
 from seqlab.models.transformer import Transformer
 from seqlab.models.unigram import Unigram
 
-__all__ = ["GRU", "LSTM", "RNN", "PaddedMLP", "Unigram", "WindowMLP"]
-__all__ += ["SSM", "MinGRU", "Transformer"]
+__all__ = ["GRU", "LSTM", "RNN", "SSM", "MinGRU", "PaddedMLP", "Transformer", "Unigram", "WindowMLP"]

@@ -1,8 +1,9 @@
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqlab.errors import ConfigError
 from seqlab.models.scan import ScannedStack, chunked_scan, log_space_scan, sequential_scan
 
 
@@ -61,8 +62,6 @@ class MinGRU(ScannedStack):
         hidden_size: int = 192,
         emb_dim: int = 64,
         num_layers: int = 2,
-        scan: str = "loop",
+        scan: Literal["loop", "log", "chunked"] = "loop",
     ) -> None:
-        if scan not in ("log", "chunked", "loop"):
-            raise ConfigError(f"model.scan={scan}: expected one of chunked, log, loop")
         super().__init__(vocab_size, emb_dim, hidden_size, num_layers, lambda: MinGRULayer(emb_dim, hidden_size), scan)

@@ -1,8 +1,10 @@
 import torch
 from torch import nn
 
+from seqlab.models.base import SequenceModel
 
-class PaddedMLP(nn.Module):
+
+class PaddedMLP(SequenceModel):
     """The prefix x_1..x_t padded to T_max and fed to one MLP: the seed's attempt 2.
 
     The first layer has its own (E, H) matrix for every absolute position, so nothing is shared across
@@ -34,5 +36,6 @@ class PaddedMLP(nn.Module):
         unseen = pad.sum(0) - pad.cumsum(0)[:T]  # (T, H): sum over t < s < T_max
         return self.head(torch.tanh(seen + unseen + self.bias))  # (B, T, V)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.forward_embedded(self.embed(idx))
+    @property
+    def max_context(self) -> int:
+        return self.max_len

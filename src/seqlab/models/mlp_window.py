@@ -1,8 +1,10 @@
 import torch
 from torch import nn
 
+from seqlab.models.base import SequenceModel
 
-class WindowMLP(nn.Module):
+
+class WindowMLP(SequenceModel):
     """A neural n-gram (Bengio et al. 2003): embed the last `window` tokens, concatenate, MLP.
 
     The seed's attempt 1. Concatenating k embeddings and applying one linear layer is a 1-D convolution
@@ -20,14 +22,12 @@ class WindowMLP(nn.Module):
         self.concat_to_hidden = nn.Conv1d(emb_dim, hidden_size, kernel_size=self.window)
         self.head = nn.Linear(hidden_size, vocab_size)
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.tok_emb(idx)  # (B, T, E)
-
     def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
         B, _, E = e.shape
         padded = torch.cat([self.pad.expand(B, self.window - 1, E), e], dim=1)  # (B, T + k - 1, E)
         h = torch.tanh(self.concat_to_hidden(padded.transpose(1, 2)))  # (B, H, T): position t sees e[t-k+1..t]
         return self.head(h.transpose(1, 2))  # (B, T, V)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.forward_embedded(self.embed(idx))
+    @property
+    def max_context(self) -> int:
+        return self.window

@@ -1,8 +1,9 @@
-"""What rnn, lstm and gru share: embedding -> a stack of fused single-layer modules -> head, and the same
-stack as an explicit one-step loop over the same weights.
+"""What rnn, lstm, gru and indrnn share: embedding -> a stack of recurrent layers -> head.
 
-A subclass names its fused module (`fused`: nn.RNN, nn.LSTM or nn.GRU), its state (`state_names`) and writes
-`cell(layer, x, state)`: one step of one layer, in plain tensor operations on that layer's own parameters.
+A subclass writes `cell(layer, x, state)`: one step of one layer, in plain tensor operations on that layer's
+own parameters, and says what holds those parameters: a fused PyTorch module (`fused`: nn.RNN, nn.LSTM or nn.GRU,
+whose kernel is then the fast path, tested equal to the cell loop) or its own `make_layer(input_size)`. Without
+a fused module the unrolled cell is the fast path too: a new cell is its `cell`, its `make_layer`, nothing else.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import torch
 from torch import nn
 
 from seqlab.errors import ConfigError
+from seqlab.models.base import RecurrentModel, State
 
-State = tuple[torch.Tensor, ...]  # one tensor per name in state_names, each (num_layers, B, H)
 
-
-class Recurrent(nn.Module):
+class Recurrent(RecurrentModel):
     """Stacked recurrent layers. Dropout acts on every non-recurrent connection (the embedding, between
     layers, before the head), never on the recurrence, as in Zaremba et al. 2014 and pytorch/examples'
     word_language_model. With `residual`, layers 2..L add their input to their output (x + layer(x)); the
@@ -23,8 +23,7 @@ class Recurrent(nn.Module):
     matrices (Press & Wolf 2017). `init_range` draws every parameter from U(±init_range) (Zaremba et al.).
     """
 
-    fused: type[nn.RNNBase]
-    state_names: tuple[str, ...] = ("h",)
+    fused: type[nn.RNNBase] | None = None
 
     def __init__(
         self,
@@ -40,8 +39,6 @@ class Recurrent(nn.Module):
         fused_kwargs: dict | None = None,  # extra arguments of the fused module (the rnn's nonlinearity)
     ) -> None:
         super().__init__()  # context_length is accepted and unused: nothing here depends on the length
-        if not 0 <= dropout < 1:
-            raise ConfigError(f"model.dropout={dropout}: must be in [0, 1)")
         if tie_weights and emb_dim != hidden_size:
             raise ConfigError(
                 f"model.tie_weights=true needs model.emb_dim ({emb_dim}) == model.hidden_size ({hidden_size})"
@@ -49,7 +46,8 @@ class Recurrent(nn.Module):
         self.hidden_size, self.num_layers, self.residual = hidden_size, num_layers, residual
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)
         sizes = [emb_dim] + [hidden_size] * (num_layers - 1)
-        self.layers = nn.ModuleList(self.fused(n, hidden_size, batch_first=True, **(fused_kwargs or {})) for n in sizes)
+        self.fused_kwargs = fused_kwargs or {}
+        self.layers = nn.ModuleList(self.make_layer(n) for n in sizes)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, vocab_size)
         if init_range is not None:
@@ -60,38 +58,39 @@ class Recurrent(nn.Module):
                 nn.init.uniform_(self.tok_emb.weight, -0.1, 0.1)
             self.head.weight = self.tok_emb.weight
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.tok_emb(idx)  # (B, T, E)
+    def make_layer(self, input_size: int) -> nn.Module:
+        """The module that holds one layer's parameters; `cell` reads them."""
+        return self.fused(input_size, self.hidden_size, batch_first=True, **self.fused_kwargs)
 
-    def initial_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        like = self.head.weight
-        shape = (self.num_layers, batch_size, self.hidden_size)
-        return tuple(like.new_zeros(shape, device=device) for _ in self.state_names)
+    def recurrent_weights(self) -> dict[str, torch.Tensor]:
+        return {f"weight_hh_l{i}": layer.weight_hh_l0 for i, layer in enumerate(self.layers)}
 
-    # --- the fast path: one fused kernel per layer ----------------------------------------------------
+    # --- the fast path: one fused kernel per layer, or the cell unrolled ----------------------------------
+    def run_layer(self, i: int, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """Layer i over a chunk: x (B, T, in), state (B, H) each -> output (B, T, H), final state."""
+        layer = self.layers[i]
+        if self.fused is not None:
+            hx = tuple(s.unsqueeze(0) for s in state)  # (1, B, H) each: a single-layer module's state
+            out, hx = layer(x, hx if len(hx) > 1 else hx[0])
+            return out, tuple(s.squeeze(0) for s in (hx if isinstance(hx, tuple) else (hx,)))
+        outs = []
+        for x_t in x.unbind(1):
+            out, state = self.cell(layer, x_t, state)
+            outs.append(out)
+        return torch.stack(outs, dim=1), state
+
     def forward_embedded_with_state(self, e: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """e (B, T, E) -> the top layer's output (B, T, H), after dropout, and the final state."""
+        """e (B, T, E) -> logits (B, T, V) and the final state; dropout before every layer and the head."""
         state = self.initial_state(e.shape[0], e.device) if state is None else state
         x, finals = e, []
-        for i, layer in enumerate(self.layers):
-            hx = tuple(s[i : i + 1] for s in state)  # (1, B, H) each: a single-layer module's state
-            out, hx = layer(self.drop(x), hx if len(hx) > 1 else hx[0])  # out (B, T, H)
-            finals.append(hx if isinstance(hx, tuple) else (hx,))
+        for i in range(len(self.layers)):
+            out, final = self.run_layer(i, self.drop(x), tuple(s[i] for s in state))  # out (B, T, H)
+            finals.append(final)
             x = x + out if self.residual and i > 0 else out
-        return self.drop(x), tuple(torch.cat(s) for s in zip(*finals, strict=True))
-
-    def forward_with_state(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        out, state = self.forward_embedded_with_state(self.embed(idx), state)
-        return self.head(out), state  # (B, T, V)
-
-    def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_embedded_with_state(e)[0])  # (B, T, V)
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.forward_embedded(self.embed(idx))
+        return self.head(self.drop(x)), tuple(torch.stack(s) for s in zip(*finals, strict=True))
 
     # --- the reference path: one explicit step over the same weights ----------------------------------
-    def cell(self, layer: nn.RNNBase, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def cell(self, layer: nn.Module, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One step of one layer: x (B, in), state (B, H) each -> output (B, H), new state."""
         raise NotImplementedError
 
@@ -103,7 +102,3 @@ class Recurrent(nn.Module):
             new.append(s)
             x = x + out if self.residual and i > 0 else out
         return self.drop(x), tuple(torch.stack(s) for s in zip(*new, strict=True))
-
-    def step(self, idx_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        out, state = self.step_embedded(self.embed(idx_t), state)  # idx_t (B,) -> out (B, H)
-        return self.head(out), state  # (B, V)

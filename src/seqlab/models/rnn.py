@@ -1,11 +1,10 @@
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqlab.errors import ConfigError
 from seqlab.models.recurrent import Recurrent, State
-
-INITS = ("default", "orthogonal", "identity")
 
 
 class RNN(Recurrent):
@@ -27,14 +26,10 @@ class RNN(Recurrent):
         hidden_size: int = 256,
         emb_dim: int = 64,
         recurrent_radius: float | None = None,
-        nonlinearity: str = "tanh",
-        init: str = "default",
+        nonlinearity: Literal["tanh", "relu"] = "tanh",
+        init: Literal["default", "orthogonal", "identity"] = "default",
         **kwargs,
     ) -> None:
-        if nonlinearity not in ("tanh", "relu"):
-            raise ConfigError(f"model.nonlinearity={nonlinearity}: must be tanh or relu")
-        if init not in INITS:
-            raise ConfigError(f"model.init={init}: must be one of {', '.join(INITS)}")
         fused_kwargs = {"nonlinearity": nonlinearity}
         super().__init__(vocab_size, context_length, hidden_size, emb_dim, fused_kwargs=fused_kwargs, **kwargs)
         self.activation = torch.tanh if nonlinearity == "tanh" else torch.relu
@@ -48,7 +43,7 @@ class RNN(Recurrent):
                     layer.bias_ih_l0.zero_()
                     layer.bias_hh_l0.zero_()
 
-    def cell(self, layer: nn.RNN, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def cell(self, layer: nn.Module, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         (h,) = state
         h = self.activation(
             F.linear(x, layer.weight_ih_l0, layer.bias_ih_l0) + F.linear(h, layer.weight_hh_l0, layer.bias_hh_l0)

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlab.models.base import RecurrentModel, State
+
 
 def sequential_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """log_a (B, T, N) or (N,), b (B, T, N), h0 (B, N) or None (zeros) -> h (B, T, N)."""
@@ -67,13 +69,11 @@ def log_space_scan(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor | 
     return h if h0 is None else h + a_star.exp() * h0.unsqueeze(1)  # h_0 enters linearly, whatever its sign
 
 
-class ScannedStack(nn.Module):
+class ScannedStack(RecurrentModel):
     """tok_emb -> num_layers residual blocks -> LayerNorm -> head. Each block, made by `make_layer()`, maps
     `(x (B, T, D), h0 (B, H) or None, scan) -> (x, h_T)` over a chunk and `step(x (B, D), h) -> (x, h)` one token
     at a time; `scan` is whatever the subclass stores and its blocks read. The state is the per-layer h,
     state_names = ("h",), one tensor (num_layers, B, hidden_size)."""
-
-    state_names = ("h",)
 
     def __init__(
         self,
@@ -92,38 +92,16 @@ class ScannedStack(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02)  # logits ≈ 0 at init: the loss starts at ≈ ln V
         nn.init.zeros_(self.head.bias)
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.tok_emb(idx)  # (B, T, E)
-
-    def initial_state(self, batch_size: int, device: torch.device | None = None) -> tuple[torch.Tensor]:
-        w = self.head.weight
-        return (torch.zeros(self.num_layers, batch_size, self.hidden_size, device=device or w.device, dtype=w.dtype),)
-
-    def _run(self, e: torch.Tensor, state: tuple[torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
+    def forward_embedded_with_state(self, e: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         x, last = e, []  # (B, T, D)
         for i, layer in enumerate(self.layers):
             x, h = layer(x, None if state is None else state[0][i], self.scan)
             last.append(h)
         return self.head(self.ln_f(x)), (torch.stack(last),)  # (B, T, V), ((L, B, H),)
 
-    def forward_with_state(
-        self, idx: torch.Tensor, state: tuple[torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
-        return self._run(self.embed(idx), state)
-
-    def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
-        return self._run(e, None)[0]
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self._run(self.embed(idx), None)[0]
-
-    def step_embedded(self, e_t: torch.Tensor, state: tuple[torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
+    def step_embedded(self, e_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         x, hs = e_t, []
         for layer, h in zip(self.layers, state[0], strict=True):
             x, h = layer.step(x, h)
             hs.append(h)
         return self.ln_f(x), (torch.stack(hs),)  # out (B, D)
-
-    def step(self, idx_t: torch.Tensor, state: tuple[torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor]]:
-        out, state = self.step_embedded(self.embed(idx_t), state)
-        return self.head(out), state

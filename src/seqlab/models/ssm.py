@@ -1,3 +1,5 @@
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,6 +58,8 @@ class SSM(ScannedStack):
     recurrence, one step.
     """
 
+    family = "State-Space"
+
     def __init__(
         self,
         vocab_size: int,
@@ -65,10 +69,8 @@ class SSM(ScannedStack):
         num_layers: int = 2,
         r_min: float = 0.5,
         r_max: float = 0.999,
-        scan: str = "loop",
+        scan: Literal["loop", "chunked"] = "loop",
     ) -> None:
-        if scan not in SCANS:
-            raise ConfigError(f"model.scan={scan}: expected one of {', '.join(sorted(SCANS))}")
         if not 0 <= r_min < r_max < 1:
             raise ConfigError(f"model.r_min={r_min}, model.r_max={r_max}: need 0 <= r_min < r_max < 1")
         make_layer = lambda: LRULayer(emb_dim, hidden_size, r_min, r_max)  # noqa: E731

@@ -3,6 +3,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqlab.errors import ConfigError
+from seqlab.models.base import SequenceModel
 
 State = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # ids (B, n), keys and values (L, B, heads, n, D/heads)
 
@@ -26,7 +27,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x)), k, v
 
 
-class Transformer(nn.Module):
+class Transformer(SequenceModel):
     """A small causal decoder-only Transformer (Vaswani et al. 2017; pre-LayerNorm as in GPT-2, Radford et al.
     2019; the manner of nanoGPT), with learned positions 0..context_length-1.
 
@@ -34,27 +35,32 @@ class Transformer(nn.Module):
     cost that grows with the position (attention over the cache). Learned positions end at context_length:
     once the cache is full, each step re-prefills the last context_length tokens (which the state keeps), so
     the logits equal the uncached forward over that cropped window (what `generate` does for any model), at
-    the cost of a full forward per token.
+    the cost of a full forward per token. `hidden_size` is the model's width D (embeddings, residual stream).
     """
 
+    family = "Transformer"
+    incremental = True
+    state_names = ("ids", "k", "v")
+
     def __init__(
-        self, vocab_size: int, context_length: int, emb_dim: int = 64, num_layers: int = 2, num_heads: int = 4
+        self, vocab_size: int, context_length: int, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4
     ) -> None:
         super().__init__()
-        if emb_dim % num_heads:
-            raise ConfigError(f"model.num_heads={num_heads}: must divide model.emb_dim={emb_dim}")
-        self.context_length, self.num_layers = context_length, num_layers
-        self.tok_emb, self.pos_emb = nn.Embedding(vocab_size, emb_dim), nn.Embedding(context_length, emb_dim)
-        self.blocks = nn.ModuleList(Block(emb_dim, num_heads) for _ in range(num_layers))
-        self.ln_f, self.head = nn.LayerNorm(emb_dim), nn.Linear(emb_dim, vocab_size)
+        if hidden_size % num_heads:
+            raise ConfigError(f"model.num_heads={num_heads}: must divide model.hidden_size={hidden_size}")
+        self.context_length, self.num_layers, self.hidden_size = context_length, num_layers, hidden_size
+        self.tok_emb, self.pos_emb = nn.Embedding(vocab_size, hidden_size), nn.Embedding(context_length, hidden_size)
+        self.blocks = nn.ModuleList(Block(hidden_size, num_heads) for _ in range(num_layers))
+        self.ln_f, self.head = nn.LayerNorm(hidden_size), nn.Linear(hidden_size, vocab_size)
         for m in self.modules():  # GPT-2's init: small weights, so the loss starts at ≈ ln V
             if isinstance(m, nn.Linear | nn.Embedding):
                 nn.init.normal_(m.weight, std=0.02)
             if isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def embed(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.tok_emb(idx)  # (B, T, E)
+    @property
+    def max_context(self) -> int:
+        return self.context_length
 
     def _run(self, e: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         ids, past_k, past_v = state
@@ -71,9 +77,6 @@ class Transformer(nn.Module):
 
     def forward_embedded(self, e: torch.Tensor) -> torch.Tensor:
         return self._run(e, self.initial_state(e.shape[0], e.device))[0]
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.forward_embedded(self.embed(idx))
 
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> State:
         block = self.blocks[0]

@@ -12,6 +12,7 @@ from torch import nn
 
 from seqlab.data import Vocab
 from seqlab.data.vocab import EOS
+from seqlab.models.base import SequenceModel
 
 
 def encode_prompt(vocab: Vocab, prompt: str) -> tuple[torch.Tensor, list[str]]:
@@ -28,7 +29,7 @@ def encode_prompt(vocab: Vocab, prompt: str) -> tuple[torch.Tensor, list[str]]:
 
 @torch.no_grad()
 def generate(
-    model: nn.Module,
+    model: SequenceModel,
     prompt_ids: torch.Tensor,
     length: int,
     temperature: float = 1.0,
@@ -40,7 +41,7 @@ def generate(
     past T_max, and every model was trained on chunks that long."""
     if temperature <= 0:
         raise ValueError(f"temperature={temperature}: must be positive")
-    if hasattr(model, "step"):
+    if model.incremental:
         return _generate_streaming(model, prompt_ids, length, temperature, generator)
     idx = prompt_ids
     for _ in range(length):
@@ -51,10 +52,10 @@ def generate(
 
 
 def _generate_streaming(
-    model: nn.Module, prompt_ids: torch.Tensor, length: int, temperature: float, generator: torch.Generator | None
+    model: SequenceModel, prompt_ids: torch.Tensor, length: int, temperature: float, generator: torch.Generator | None
 ) -> torch.Tensor:
-    """One pass over the prompt (fused when the model has `forward_with_state`), then one `step` per token."""
-    if hasattr(model, "forward_with_state"):
+    """One pass over the prompt (the fast path of a recurrent model), then one `step` per token."""
+    if model.recurrent:
         logits, state = model.forward_with_state(prompt_ids)
         logits = logits[:, -1]  # (B, V)
     else:  # e.g. a KV-cached Transformer: the prompt token by token

@@ -30,7 +30,7 @@ class LanguageModel(L.LightningModule):
     `model`, `optim` and `schedule` are plain config dicts (with `_target_`), so hparams stay plain values and
     `LanguageModel.load_from_checkpoint(path)` rebuilds the model with nothing else to hand.
 
-    Recurrent models (those with `forward_with_state`) also get a stateful evaluation: on the split read as
+    Recurrent models (`model.recurrent`) also get a stateful evaluation: on the split read as
     streams (dataloader_idx 1), the state carried across the whole split, logged as `val/ppl_stateful`.
     `stateful=True` trains that way too: the state is carried from batch to batch and detached (truncated
     BPTT; Lightning 2 dropped `truncated_bptt_steps`), and starts from zeros at every epoch.
@@ -50,7 +50,7 @@ class LanguageModel(L.LightningModule):
         self.save_hyperparameters(logger=False)  # the run logs a summary with metrics (HParams tab)
         self.model = instantiate(model, vocab_size=vocab_size, context_length=context_length)
         self.n_params = sum(p.numel() for p in self.model.parameters())
-        self.recurrent = hasattr(self.model, "forward_with_state")
+        self.recurrent = self.model.recurrent
         if stateful and not self.recurrent:
             raise ConfigError(
                 f"data.stateful=true: {type(self.model).__name__} carries no state between batches; use a recurrent model"

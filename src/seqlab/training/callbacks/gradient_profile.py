@@ -35,15 +35,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch import nn
 from torch.autograd.graph import GradientEdge
 
+from seqlab.models.base import SequenceModel
 
-def gradient_profile(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+
+def gradient_profile(model: SequenceModel, idx: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sequence gradient norms (float64) of the last position's loss, by distance d:
     {"x": (B, T)} for every model, and {name: (B, num_layers, T)} for every state tensor of a recurrent one.
 
-    Recurrent models (those with `step_embedded`) run their explicit one-step recurrence over the chunk, so
+    Recurrent models (`model.recurrent`) run their explicit one-step recurrence over the chunk, so
     each state h_t is an autograd node of its own; the gradient a fused module's outputs receive holds only
     the direct term from each position's own head. The losses of the sequences are summed, so each row's
     gradient is its own. Parameters' .grad is untouched.
@@ -51,7 +52,7 @@ def gradient_profile(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor)
     e = model.embed(idx).detach().requires_grad_()  # (B, T, E): a leaf, so autograd computes only what we ask
     B, T = idx.shape
     states: list[tuple[torch.Tensor, ...]] = []  # the state after each step
-    if hasattr(model, "step_embedded"):
+    if model.recurrent:
         state = model.initial_state(B, e.device)
         for t in range(T):
             out, state = model.step_embedded(e[:, t], state)  # out (B, H)
@@ -69,7 +70,7 @@ def gradient_profile(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor)
     for p in pieces:  # regroup into one (L, B) norm per state tensor
         g, grads = grads[: len(p)], grads[len(p) :]
         by_state.append(torch.stack([x.double().norm(dim=-1) for x in g]).reshape(-1, B))
-    names = getattr(model, "state_names", ()) if states else ()
+    names = model.state_names if states else ()
     for k, name in enumerate(names):
         profile[name] = torch.stack(by_state[k :: len(names)], dim=-1).transpose(0, 1).flip(-1)  # (B, L, T)
     return profile
@@ -157,9 +158,9 @@ class GradientProfile(L.Callback):
                 profile = gradient_profile(model, x, y)
         finally:
             model.train(was_training)
-        names = list(getattr(model, "state_names", ())) if len(profile) > 1 else []
+        names = list(model.state_names) if len(profile) > 1 else []
         record: dict[str, Any] = {"step": trainer.global_step, "model": type(model).__name__, "T": x.shape[1]}
-        record.update(d=list(range(x.shape[1])), state_names=names, num_layers=getattr(model, "num_layers", 0))
+        record.update(d=list(range(x.shape[1])), state_names=names, num_layers=model.num_layers if model.recurrent else 0)
         if not names:  # no recurrence: the readers of the file find null
             record.update({"g_h_mean": None, "g_h_p10": None, "g_h_p90": None})
         for name in [*names, "x"]:

@@ -4,79 +4,86 @@ gated cells (LSTM, GRU) how many gate activations sit saturated near 0 or 1, whe
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 
+from seqlab.models.base import SequenceModel
+from seqlab.models.recurrent import Recurrent
 from seqlab.training.callbacks.gradient_profile import probe_batch
 
 GROUPS = ("embedding", "recurrent", "head", "input")
 
 
-def parameter_group(name: str) -> str:
-    """embedding (tok_emb, pad), recurrent (weight_hh), head, input (the rest: input weights, biases, MLP)."""
+def parameter_group(name: str, recurrent: set[str] = frozenset()) -> str:
+    """embedding (tok_emb, pad), recurrent (what multiplies the previous state: the names in `recurrent`, from
+    the model's recurrent_weights), head, input (the rest: input weights, biases, MLP)."""
     if "tok_emb" in name or name.rsplit(".", 1)[-1] == "pad":
         return "embedding"
-    if "weight_hh" in name:
+    if name in recurrent:
         return "recurrent"
     if ".head." in f".{name}":
         return "head"
     return "input"
 
 
-def group_norms(norms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def recurrent_names(model: SequenceModel, prefix: str = "") -> set[str]:
+    """The parameter names (with `prefix`, e.g. "model.") of the model's recurrent weights."""
+    weights = {id(w) for w in model.recurrent_weights().values()}
+    return {prefix + n for n, p in model.named_parameters() if id(p) in weights}
+
+
+def group_norms(norms: dict[str, torch.Tensor], recurrent: set[str] = frozenset()) -> dict[str, torch.Tensor]:
     """{group: 2-norm of all its parameters' gradients}, from per-parameter norms: sqrt(sum of squares)."""
     squares: dict[str, list[torch.Tensor]] = {}
     for name, norm in norms.items():
-        squares.setdefault(parameter_group(name), []).append(norm.square())
+        squares.setdefault(parameter_group(name, recurrent), []).append(norm.square())
     return {group: torch.stack(s).sum().sqrt() for group, s in squares.items()}
 
 
-def recurrent_sigma_max(model: nn.Module) -> dict[str, torch.Tensor]:
-    """{name: largest singular value} of every layer's W_hh, `weight_hh_l<layer>`; for a gated cell (a
-    model with `gate_names`), of each gate's (H, H) block, `weight_hh_l<layer>/<gate>`: each gate has its
-    own recurrence, and the stacked (4H, H) matrix's σ_max mixes them."""
-    gates = getattr(model, "gate_names", None)
+def recurrent_sigma_max(model: SequenceModel) -> dict[str, torch.Tensor]:
+    """{label: largest singular value} of every recurrent weight (models/base.py: `recurrent_weights`, e.g.
+    `weight_hh_l<layer>`; a diagonal's is its largest |entry|); for a gated cell, of each gate's (H, H) block,
+    `weight_hh_l<layer>/<gate>`: each gate has its own recurrence, and the stacked (4H, H) matrix's σ_max mixes
+    them."""
+    gates = model.gate_names
     sigmas = {}
-    for name, p in model.named_parameters():
-        if "weight_hh" not in name:
+    for label, w in model.recurrent_weights().items():
+        w = w.detach().float()
+        if w.dim() == 1:
+            sigmas[label] = w.abs().max()
             continue
-        found = re.search(r"(\d+)\.weight_hh_l0$", name)  # one single-layer module per layer (models.recurrent)
-        label = f"weight_hh_l{found.group(1)}" if found else name.rsplit(".", 1)[-1]
-        blocks = p.detach().float().chunk(len(gates)) if gates else [p.detach().float()]
+        blocks = w.chunk(len(gates)) if gates else [w]
         for gate, block in zip(gates or [None], blocks, strict=True):
             sigmas[f"{label}/{gate}" if gate else label] = torch.linalg.matrix_norm(block, ord=2)
     return sigmas
 
 
 @torch.no_grad()
-def gate_saturation(model: nn.Module, idx: torch.Tensor, margin: float = 0.05) -> dict[str, torch.Tensor]:
+def gate_saturation(model: Recurrent, idx: torch.Tensor, margin: float = 0.05) -> dict[str, torch.Tensor]:
     """{"l<layer>/<gate>": share of the gate's activations within `margin` of 0 or 1} over a batch idx (B, T),
-    for every sigmoid gate of every layer of a gated model (one with `gates` and `sigmoid_gates`).
+    for every sigmoid gate of every layer of a gated model (`gated`: its `gates` and `sigmoid_gates`).
 
-    One fused forward pass; hooks keep each layer's input and output, and the gates are recomputed from them
-    in one batched call per layer (h_{t-1} is the layer's previous output; the state starts at 0).
+    Each layer runs over the batch once (its fast path), and its gates are recomputed from its input and its
+    output in one batched call (h_{t-1} is the layer's previous output; the state starts at 0).
     """
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    hooks = [layer.register_forward_hook(lambda m, args, out: seen.append((args[0], out[0]))) for layer in model.layers]
     was_training = model.training
     model.eval()
+    shares = {}
     try:
-        model(idx)
+        x = model.embed(idx)
+        zeros = model.initial_state(idx.shape[0], idx.device)
+        for i, layer in enumerate(model.layers):
+            out, _ = model.run_layer(i, x, tuple(s[i] for s in zeros))  # (B, T, H)
+            h_prev = torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1)  # (B, T, H)
+            activations = model.gates(layer, x, h_prev)
+            for gate in model.sigmoid_gates:
+                a = activations[gate]
+                shares[f"l{i}/{gate}"] = ((a < margin) | (a > 1 - margin)).float().mean()
+            x = x + out if model.residual and i > 0 else out
     finally:
         model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    shares = {}
-    for i, (layer, (x, out)) in enumerate(zip(model.layers, seen, strict=True)):
-        h_prev = torch.cat([torch.zeros_like(out[:, :1]), out[:, :-1]], dim=1)  # (B, T, H)
-        activations = model.gates(layer, x, h_prev)
-        for gate in model.sigmoid_gates:
-            a = activations[gate]
-            shares[f"l{i}/{gate}"] = ((a < margin) | (a > 1 - margin)).float().mean()
     return shares
 
 
@@ -125,13 +132,14 @@ class TrainingHealth(L.Callback):
         metrics: dict[str, Any] = {}
         if log_now and norm is not None:
             metrics["health/grad_norm"] = norm
-            metrics.update({f"health/grad_norm/{g}": n for g, n in group_norms(pl_module.grad_norms).items()})
+            groups = group_norms(pl_module.grad_norms, recurrent_names(pl_module.model, "model."))
+            metrics.update({f"health/grad_norm/{g}": n for g, n in groups.items()})
             if clipping_norm or not clip:
                 metrics["health/clipped_frac"] = torch.as_tensor(self._clipped, dtype=torch.float) / self._steps
             self._clipped = self._steps = 0
         if spectra_now:
             metrics.update({f"health/sigma_max/{n}": s for n, s in recurrent_sigma_max(pl_module.model).items()})
-        if spectra_now and hasattr(pl_module.model, "sigmoid_gates") and trainer.datamodule is not None:
+        if spectra_now and pl_module.model.gated and trainer.datamodule is not None:
             if self._probe is None:
                 self._probe = probe_batch(trainer, self.probe_size)[0]
             saturation = gate_saturation(pl_module.model, self._probe.to(pl_module.device))
