@@ -12,7 +12,7 @@ properties, compare and the tests read these declarations (and find models from 
       initial_state(B) -> state        one tensor per name in state_names
       step_embedded(e_t, state) -> (out, state), head(out) -> logits_t     one step, the reference
       forward_embedded_with_state(e, state) -> (logits, state)   the fast path; by default the step loop
-      forward_with_state(idx, state), step(idx_t, state), prefill(idx), state_bytes(B)
+      forward_with_state(idx, state), step(idx_t, state), prefill(idx), state_bytes(B, length)
 
 A recurrent model writes `step_embedded` (and `head`); a faster `forward_embedded_with_state` is optional, and
 then tests/test_models.py holds it to the step loop in float64.
@@ -57,6 +57,13 @@ class SequenceModel(nn.Module):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.forward_embedded(self.embed(idx))  # (B, T, V)
 
+    def state_bytes(self, batch_size: int = 1, length: int | None = None) -> int:
+        """What the model holds between tokens to continue a stream `length` tokens long (None: a full window):
+        here the ids of the window it re-reads (int64); a recurrent state is fixed, a KV cache grows with length."""
+        bound = self.max_context  # None: it reads every earlier token
+        reach = bound if length is None else length if bound is None else min(length, bound)
+        return batch_size * (reach or 0) * 8
+
     def recurrent_weights(self) -> dict[str, torch.Tensor]:
         """{label: the matrix (or diagonal) that multiplies the previous state}, for the health callback's
         σ_max; empty where there is none."""
@@ -78,8 +85,9 @@ class RecurrentModel(SequenceModel):
         shape = (self.num_layers, batch_size, self.hidden_size)
         return tuple(torch.zeros(shape, device=device or w.device, dtype=w.dtype) for _ in self.state_names)
 
-    def state_bytes(self, batch_size: int = 1) -> int:
-        """What the model holds between tokens, from its own initial_state (float32 unless trained otherwise)."""
+    def state_bytes(self, batch_size: int = 1, length: int | None = None) -> int:
+        """What the model holds between tokens, from its own initial_state (float32 unless trained otherwise); the
+        same after any number of tokens, so `length` changes nothing."""
         return sum(s.nelement() * s.element_size() for s in self.initial_state(batch_size, torch.device("cpu")))
 
     def step_embedded(self, e_t: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

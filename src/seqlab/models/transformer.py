@@ -85,6 +85,15 @@ class Transformer(SequenceModel):
         empty = torch.zeros(shape, device=device, dtype=self.head.weight.dtype)
         return torch.zeros(batch_size, 0, dtype=torch.long, device=device), empty, empty
 
+    def state_bytes(self, batch_size: int = 1, length: int | None = None) -> int:
+        """The state after `length` tokens (None: a full window), from initial_state's shapes: every layer's keys
+        and values and the ids kept to re-prefill, growing with the length up to context_length (then the window
+        slides: positions end there)."""
+        ids, k, _ = self.initial_state(batch_size, torch.device("cpu"))
+        layers, _, heads, _, head_dim = k.shape  # (L, B, heads, 0, D/heads)
+        per_position = batch_size * (ids.element_size() + 2 * layers * heads * head_dim * k.element_size())
+        return per_position * (self.context_length if length is None else min(length, self.context_length))
+
     def prefill(self, idx: torch.Tensor) -> tuple[torch.Tensor, State]:
         """idx (B, P), P <= context_length -> logits (B, P, V) and the cache after it."""
         logits, (_, k, v) = self._run(self.embed(idx), self.initial_state(idx.shape[0], idx.device))
