@@ -7,7 +7,7 @@ import torch
 from conftest import DATA_DIR
 
 from seqlab.data import IGNORE, TextDataModule, Vocab, tokenize
-from seqlab.data.datamodule import EvalBatches, TrainBatches
+from seqlab.data.batches import EvalBatches, TrainBatches
 from seqlab.data.vocab import EOS, UNK
 
 

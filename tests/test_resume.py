@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import MAX_STEPS, checkpoint_step, command, results, run_env, start_and_stop
 
-from seqlab.data.datamodule import TrainBatches
+from seqlab.data.batches import TrainBatches
 from seqlab.training import resume
 from seqlab.training.resume import AtomicCheckpointIO, ResumeCheckpoint
 

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seqlab.data import TextDataModule
-from seqlab.data.datamodule import StreamBatches
+from seqlab.data.batches import StreamBatches
 from seqlab.errors import ConfigError
 from seqlab.training.run import check_config, train
 from seqlab.training.system import LanguageModel

@@ -258,7 +258,7 @@ def probe(
     tables: dict[str, list[dict[str, Any]]] = {}
     images: dict[str, np.ndarray] = {}
     notes: list[str] = []
-    if hasattr(dm, "answer_positions"):  # windows of a stream of episodes would mix episodes: nothing to learn
+    if dm.episodic:  # windows of a stream of episodes would mix episodes: nothing to learn
         notes.append(f"{dm.describe()}: episodes, not a stream; see `python -m seqlab.probe --recall-sweep SWEEP`")
         tables["params"] = params_table(dm.vocab_size)
         write(out_dir, run_dir, tables, {"params": plot_params(tables["params"])}, notes, name)
@@ -267,16 +267,16 @@ def probe(
     ends = torch.arange(T - 1, len(ids) - 1)[:tokens]
 
     # context use, with the source's optimum where it is known
-    best = getattr(dm, "best_loss_given", None)
+    best = dm.best_loss_given  # None for every n where the source's optimum is unknown (real text)
     ks = sorted({k for k in ks or powers_of_two(T) if 1 <= k <= T} | {T})
     rows = [{"k": k, "loss": float(window_losses(model, ids, ends, k).mean())} for k in ks]
     for r in rows:
-        r["optimal_loss"] = best(r["k"]) if best else None
+        r["optimal_loss"] = best(r["k"])
     if model.recurrent:
         # same targets, unbounded history; the stretches are long, so these targets sit far from their start
         unbounded = stream_losses(model, ids)[ends]
         ok = ~unbounded.isnan()
-        rows.append({"k": "all", "loss": float(unbounded[ok].mean()), "optimal_loss": best(10**9) if best else None})
+        rows.append({"k": "all", "loss": float(unbounded[ok].mean()), "optimal_loss": best(10**9)})
     tables["context_use"] = rows
     images["context_use"] = plot_context_use(rows, name, T)
     k_enough, best_loss = saturation(rows)

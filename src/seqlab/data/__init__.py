@@ -1,4 +1,6 @@
-from seqlab.data.datamodule import IGNORE, TextDataModule
+from seqlab.data.base import TokenDataModule
+from seqlab.data.batches import IGNORE
+from seqlab.data.datamodule import TextDataModule
 from seqlab.data.vocab import Vocab, tokenize
 
-__all__ = ["IGNORE", "TextDataModule", "Vocab", "tokenize"]
+__all__ = ["IGNORE", "TextDataModule", "TokenDataModule", "Vocab", "tokenize"]

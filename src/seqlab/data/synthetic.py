@@ -4,9 +4,10 @@ On real text nobody knows the floor, so "the RNN reached 5.1" says little. Here 
 run reports `excess_loss = loss − optimal_loss` (nats/token). Everything is generated from `source_seed`
 (nothing is downloaded); train, val and test are drawn independently from the same source.
 
-Both datamodules subclass TextDataModule and only replace where the tokens come from (`_split_tokens`), so
-vocabulary, batching and whatever else the base class offers apply unchanged. Tokens are single characters
-(level "char"): samples stay readable in TensorBoard.
+Both datamodules are token sources (seqlab.data.base.TokenDataModule) that say where their tokens come from
+(`_split_tokens`) and declare what they know (`known_optimum`, `optimal_loss`, …); vocabulary, batching and the
+evaluation callbacks (seqlab.data.known_source) come from the base. Tokens are single characters (level "char"):
+samples stay readable in TensorBoard.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from __future__ import annotations
 import bisect
 import math
 import string
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
 
-from seqlab.data.datamodule import SPLITS, TextDataModule
+from seqlab.data.base import SPLITS, TokenDataModule
+from seqlab.data.batches import EpisodeBatches
 from seqlab.errors import ConfigError
 
 SYMBOLS = string.ascii_lowercase + string.ascii_uppercase + string.digits  # sorted within each group
@@ -121,7 +123,7 @@ def chunked_optimum(best_given: Sequence[float], n_tokens: int, context_length: 
     return float(best.mean())
 
 
-class MarkovDataModule(TextDataModule):
+class MarkovDataModule(TokenDataModule):
     """`data=markov`: an order-k Markov chain over V symbols with Dirichlet(α) transition rows."""
 
     def __init__(
@@ -134,7 +136,8 @@ class MarkovDataModule(TextDataModule):
         context_length: int = 64,
         batch_size: int = 64,
         seed: int = 0,
-        **kwargs: Any,
+        stateful: bool = False,
+        corpus: Literal["markov"] = "markov",  # the yaml names it for the run's summary
     ) -> None:
         if not 1 <= int(order) <= 6:
             raise ConfigError(f"data.order={order}: must be between 1 and 6 (the table has V^order rows)")
@@ -144,26 +147,12 @@ class MarkovDataModule(TextDataModule):
             raise ConfigError(f"data.alpha={alpha}: the Dirichlet concentration must be positive")
         if len(lengths) != 3 or min(int(n) for n in lengths) <= int(context_length):
             raise ConfigError(f"data.lengths={list(lengths)}: need three split lengths, each above context_length")
-        kwargs.pop("corpus", None)  # the yaml names it for the run's summary; the base class knows only files
-        super().__init__(
-            corpus="text_file",
-            path="markov",
-            level="char",
-            context_length=context_length,
-            batch_size=batch_size,
-            seed=seed,
-            **kwargs,
-        )
-        self.corpus = "markov"
-        self.use_cache = False  # generated from a seed in-process: nothing to cache (seqlab.data.encoded)
+        super().__init__(corpus, "char", context_length, batch_size, seed, stateful)
         self.lengths = [int(n) for n in lengths]
         self.source_seed = int(source_seed)
         self.source = MarkovSource(int(num_symbols), int(order), float(alpha), int(source_seed))
 
-    def _texts(self) -> dict[str, str]:
-        return {}  # no files: the tokens are drawn in _split_tokens
-
-    def _split_tokens(self, texts: dict[str, str] | None = None) -> dict[str, list[str]]:
+    def _split_tokens(self) -> dict[str, list[str]]:
         return {
             split: [SYMBOLS[i] for i in self.source.sample(n, seed=self.source_seed * 1000 + 1 + i)]
             for i, (split, n) in enumerate(zip(SPLITS, self.lengths, strict=True))
@@ -244,42 +233,15 @@ class RecallSource:
         return np.asarray(costs)
 
 
-class EpisodeBatches:
-    """Whole episodes, one a row: x = episode[:-1], y = episode[1:]. Shuffled per epoch from (seed, epoch) when
-    `shuffle`; `state_dict` keeps the position, as TrainBatches does, so a resumed run continues the sequence."""
-
-    def __init__(self, episodes: torch.Tensor, batch_size: int, shuffle: bool, seed: int = 0) -> None:
-        self.episodes, self.batch_size, self.shuffle, self.seed = episodes, batch_size, shuffle, seed
-        self.epoch, self.batch = 0, 0
-
-    def __len__(self) -> int:
-        n = len(self.episodes)
-        return max(n // self.batch_size, 1) if self.shuffle else -(-n // self.batch_size)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "batch": self.batch}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.batch = state["epoch"], state["batch"]
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch, first = (self.epoch, self.batch) if self.shuffle else (0, 0)
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.randperm(len(self.episodes), generator=g) if self.shuffle else torch.arange(len(self.episodes))
-        for i in range(first, len(self)):
-            if self.shuffle:
-                self.epoch, self.batch = (epoch, i + 1) if i + 1 < len(self) else (epoch + 1, 0)
-            rows = self.episodes[order[i * self.batch_size : (i + 1) * self.batch_size]]
-            yield rows[:, :-1], rows[:, 1:]  # (B, T), (B, T)
-
-
-class RecallDataModule(TextDataModule):
+class RecallDataModule(TokenDataModule):
     """`data=recall`: associative recall with a gap of d filler tokens. context_length = one episode − 1.
 
     `train_min_gap`: train episodes draw their gap from train_min_gap .. d (val and test stay at d). With only
     gap-d examples a model gets no gradient until it already remembers (a plateau of thousands of steps, as in
     the copy task); shorter gaps in training are the curriculum that lets a gated model find the mechanism.
     """
+
+    episodic = True  # one episode a row, each from scratch
 
     def __init__(
         self,
@@ -294,7 +256,7 @@ class RecallDataModule(TextDataModule):
         batch_size: int = 32,
         seed: int = 0,
         context_length: int | None = None,
-        **kwargs: Any,
+        corpus: Literal["recall"] = "recall",  # the yaml names it for the run's summary
     ) -> None:
         if not 1 <= int(pairs) <= int(keys) <= 26 or not 2 <= int(values) <= 26:
             raise ConfigError(
@@ -312,27 +274,13 @@ class RecallDataModule(TextDataModule):
                 f"data.context_length={context_length}: an episode here has {self.recall.length} tokens, so it must "
                 f"be {self.recall.length - 1} (or null)"
             )
-        kwargs.pop("corpus", None)  # the yaml names it for the run's summary; the base class knows only files
-        super().__init__(
-            corpus="text_file",
-            path="recall",
-            level="char",
-            context_length=self.recall.length - 1,
-            batch_size=batch_size,
-            seed=seed,
-            **kwargs,
-        )
-        self.corpus = "recall"
+        super().__init__(corpus, "char", self.recall.length - 1, batch_size, seed)
         self.n_episodes = [int(n) for n in episodes]
         self.train_min_gap = None if train_min_gap is None else int(train_min_gap)
         self.source_seed = int(source_seed)
         self.episodes: dict[str, torch.Tensor] = {}
-        self.use_cache = False  # generated from a seed in-process: nothing to cache (seqlab.data.encoded)
 
-    def _texts(self) -> dict[str, str]:
-        return {}  # no files: the tokens are drawn in _split_tokens
-
-    def _split_tokens(self, texts: dict[str, str] | None = None) -> dict[str, list[str]]:
+    def _split_tokens(self) -> dict[str, list[str]]:
         tokens = {}
         for i, (split, n) in enumerate(zip(SPLITS, self.n_episodes, strict=True)):
             # val and test always at gap d: the closed-form optimum and recall_acc are about that distance

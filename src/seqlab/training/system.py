@@ -69,11 +69,12 @@ class LanguageModel(L.LightningModule):
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.model(idx)
 
-    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The mean token loss, the number of scored tokens, and the logits (B, T, V)."""
         x, y = batch  # (B, T), (B, T)
         logits = self.model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
-        return loss, (y != IGNORE).sum()
+        return loss, (y != IGNORE).sum(), logits
 
     def _stream_loss(self, batch: tuple[torch.Tensor, torch.Tensor], state: State | None) -> tuple[torch.Tensor, State]:
         """The loss of a stream batch from `state` (None: zeros), and the state after it, detached."""
@@ -93,7 +94,7 @@ class LanguageModel(L.LightningModule):
             # batch_idx counts within the epoch and survives a resume, so 0 means a new pass over the streams
             loss, self.train_state = self._stream_loss(batch, None if batch_idx == 0 else self.train_state)
         else:
-            loss, _ = self._loss(batch)
+            loss, _, _ = self._loss(batch)
         # NaN, inf, or so large (> 88) that exp(loss), the perplexity, overflows: Adam at lr=1000 ends there
         if self._check_now() and not torch.isfinite(loss.detach().exp()):
             raise DivergedError(f"loss is {loss.item():.4g} at step {self.global_step}")
@@ -147,19 +148,22 @@ class LanguageModel(L.LightningModule):
     # --- evaluation -----------------------------------------------------------------------------------
     def _eval_step(
         self, batch: Any, batch_idx: int, dataloader_idx: int, chunks: MeanMetric, streams: MeanMetric
-    ) -> None:
+    ) -> dict[str, torch.Tensor] | None:
         if dataloader_idx == 0:  # chunks, each from a zero state
-            loss, n_tokens = self._loss(batch)
+            loss, n_tokens, logits = self._loss(batch)
             chunks.update(loss, n_tokens)
-        else:  # the split as streams: the state carried from the split's first batch to its last
-            loss, self.eval_state = self._stream_loss(batch, None if batch_idx == 0 else self.eval_state)
-            streams.update(loss, batch[1].numel())
+            # the batch's `outputs` for callbacks' on_*_batch_end (a source's recall_acc): no second forward pass
+            return {"logits": logits}
+        # the split as streams: the state carried from the split's first batch to its last
+        loss, self.eval_state = self._stream_loss(batch, None if batch_idx == 0 else self.eval_state)
+        streams.update(loss, batch[1].numel())
+        return None
 
-    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, batch_idx, dataloader_idx, self.val_loss, self.val_loss_stateful)
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor] | None:
+        return self._eval_step(batch, batch_idx, dataloader_idx, self.val_loss, self.val_loss_stateful)
 
-    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step(batch, batch_idx, dataloader_idx, self.test_loss, self.test_loss_stateful)
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor] | None:
+        return self._eval_step(batch, batch_idx, dataloader_idx, self.test_loss, self.test_loss_stateful)
 
     def _log_split(self, split: str, metric: MeanMetric, suffix: str = "") -> dict[str, float]:
         loss = metric.compute()
