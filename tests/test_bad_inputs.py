@@ -113,6 +113,22 @@ BAD_VALUES = {
     ),
     "stateful, too few streams": (["data.stateful=true", "data.batch_size=900"], "data.batch_size=900: data.stateful"),
     "cosine floor > 1": (["schedule=cosine", "schedule.scheduler.floor=1.5"], "schedule.scheduler.floor=1.5"),
+    "warmup longer than the run": (
+        ["schedule=cosine", "schedule.scheduler.warmup_steps=80"],
+        "schedule.scheduler.warmup_steps=80: longer than trainer.max_steps=4, so the run would end in the warmup "
+        "at 0.05 × optim.lr",
+    ),
+    "warmup < 0": (
+        ["schedule=cosine", "schedule.scheduler.warmup_steps=-1"],
+        "warmup_steps=-1: must be a non-negative integer",
+    ),
+    "plateau factor 1": (["schedule=plateau", "schedule.scheduler.factor=1"], "factor=1: must be a number in [0, 1)"),
+    "spectra every 0 steps": (
+        ["callbacks.health.spectra_every_n_steps=0"],
+        "callbacks.health.spectra_every_n_steps=0: must be a positive integer",
+    ),
+    "init_range 0": (["model.init_range=0"], "model.init_range=0: must be a positive number, or null"),
+    "resume and ckpt_path": (["resume=/a/run", "ckpt_path=/a/run/x.ckpt"], "resume=/a/run and ckpt_path=/a/run/x"),
     "plateau at steps": (
         ["schedule=plateau", "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=2"],
         "schedule=plateau steps at epoch ends on val/loss",

@@ -64,7 +64,8 @@ def test_streaming_generation_equals_rereading(model_class):
 BAD = {
     "heads do not divide": (["model=transformer", "model.num_heads=3"], "model.num_heads=3: must divide"),
     "ssm scan": (["model=ssm", "model.scan=fft"], "model.scan=fft: must be one of 'loop', 'chunked'"),
-    "ssm radius": (["model=ssm", "model.r_max=1.0"], "need 0 <= r_min < r_max < 1"),
+    "ssm radius": (["model=ssm", "model.r_max=1.0"], "model.r_max=1.0: must be a number in [0, 1)"),
+    "ssm radius 0 as an int": (["model=ssm", "model.r_min=0", "model.r_max=0"], "need r_min < r_max"),
     "mingru scan": (
         ["model=mingru", "model.scan=parallel"],
         "model.scan=parallel: must be one of 'loop', 'log', 'chunked'",

@@ -105,7 +105,7 @@ def test_default_is_no_schedule_and_plateau_validates_at_epoch_ends(tmp_path: Pa
                 ["schedule=plateau", "trainer.check_val_every_n_epoch=null", "trainer.val_check_interval=100"], tmp_path
             )
         )
-    with pytest.raises(ConfigError, match=r"schedule.scheduler.floor=2: must be between 0 and 1"):
+    with pytest.raises(ConfigError, match=r"schedule.scheduler.floor=2: must be a number in \[0, 1\]"):
         check_config(compose_config(["schedule=cosine", "schedule.scheduler.floor=2"], tmp_path))
     with pytest.raises(ConfigError, match=r"schedule=cosine: its length comes from trainer.max_steps"):
         check_config(compose_config(["schedule=cosine", "trainer.max_steps=-1"], tmp_path))

@@ -15,8 +15,11 @@
    positive, and any other integer in `model` must be positive. To add a rule, add one line, e.g.
    `("model.init_range", Number(lo=0, lo_open=True, null=True)),` — above any broader pattern it should
    override. A key no rule matches must still be finite: `nan` and `inf` are nowhere a valid setting.
-4. **Across keys**, the short list at the end of `check_config`: a window longer than the context, a GPU
-   that is not there.
+4. **Across keys**, the short list at the end of `check_config`: a window longer than the context, a budget
+   that never ends, a schedule that cannot run as asked (a cosine warmup longer than the run), both `resume`
+   and `ckpt_path`, a GPU that is not there. Two settings of one target that must agree (tie_weights with the
+   sizes, r_min < r_max) are checked by that target, which knows them; run.py turns its ConfigError into the
+   same one line.
 
 Types and ranges are checked key by key in config order, so the message names the first bad key.
 """
@@ -132,6 +135,16 @@ RULES: list[tuple[str, Number | OneOf]] = [
     ("*.betas", Number(lo=0, hi=1, hi_open=True)),
     ("*.every_n_seconds", POSITIVE),
     ("*.every_n_*", POSITIVE_INT),
+    ("*_every_n_steps", POSITIVE_INT),  # spectra_every_n_steps (Lightning's reload_*_every_n_epochs takes 0)
+    ("schedule.scheduler.warmup_steps", Number(lo=0, integer=True)),
+    ("schedule.scheduler.constant_epochs", Number(lo=0, integer=True)),
+    ("schedule.scheduler.patience", Number(lo=0, integer=True)),
+    ("schedule.scheduler.floor", Number(lo=0, hi=1, note="the share of optim.lr the cosine ends at")),
+    ("schedule.scheduler.gamma", Number(lo=0, hi=1)),
+    ("schedule.scheduler.factor", Number(lo=0, hi=1, hi_open=True)),  # ReduceLROnPlateau refuses 1
+    ("model.r_min", Number(lo=0, hi=1, hi_open=True)),  # eigenvalue radii of a stable recurrence
+    ("model.r_max", Number(lo=0, hi=1, hi_open=True)),
+    ("model.init_range", Number(lo=0, lo_open=True, null=True)),
     ("*_size", POSITIVE_INT),
     ("*_dim", POSITIVE_INT),
     ("*_length", POSITIVE_INT),
@@ -158,10 +171,42 @@ def check_config(cfg: DictConfig) -> None:
             "trainer.val_check_interval=null with trainer.check_val_every_n_epoch=null: the run would never "
             "validate; give one of them"
         )
+    if values.get("resume") is not None and values.get("ckpt_path") is not None:
+        raise ConfigError(f"resume={values['resume']} and ckpt_path={values['ckpt_path']}: give one of them")
+    _check_schedule(values)
+    _check_budget(values)
     _check_accelerator(values)
-    from seqlab.training.schedule import check_schedule  # imports torch: only here, not in the launcher's callbacks
 
-    check_schedule(cfg)
+
+def _check_schedule(values: dict[str, Any]) -> None:
+    """A schedule that would train with a broken lr: no length to decay over, a warmup that never ends, or a
+    plateau schedule that reads val/loss at epoch ends without validating there."""
+    target = values.get("schedule.scheduler._target_") or ""
+    max_steps, warmup = values.get("trainer.max_steps", -1), values.get("schedule.scheduler.warmup_steps")
+    no_length = all(values.get(f"trainer.{key}", -1) in (None, -1) for key in ("max_steps", "max_epochs"))
+    if target.endswith("warmup_cosine") and no_length and not values.get("trainer.max_time"):
+        raise ConfigError("schedule=cosine: its length comes from trainer.max_steps, max_epochs or max_time; set one")
+    if target.endswith("warmup_cosine") and is_int(warmup) and is_int(max_steps) and 0 < max_steps < warmup:
+        raise ConfigError(  # the lr would still be rising at the last step, at max_steps / warmup_steps of optim.lr
+            f"schedule.scheduler.warmup_steps={warmup}: longer than trainer.max_steps={max_steps}, so the run would "
+            f"end in the warmup at {max_steps / warmup:.2g} × optim.lr; lower it or raise trainer.max_steps"
+        )
+    plateau = target.endswith("ReduceLROnPlateau") and values.get("schedule.interval") == "epoch"
+    if plateau and values.get("trainer.check_val_every_n_epoch") is None:
+        raise ConfigError(
+            "schedule=plateau steps at epoch ends on val/loss: validate at epoch ends "
+            "(trainer.check_val_every_n_epoch=1 trainer.val_check_interval=null)"
+        )
+
+
+def _check_budget(values: dict[str, Any]) -> None:
+    """Every accepted budget ends: trainer.max_steps > 0 (its range rule), or -1 with max_epochs or max_time."""
+    max_steps, max_epochs = values.get("trainer.max_steps", -1), values.get("trainer.max_epochs")
+    if max_steps == -1 and values.get("trainer.max_time") is None and not (is_int(max_epochs) and max_epochs > 0):
+        raise ConfigError(
+            f"trainer.max_steps=-1 with trainer.max_epochs={_show(max_epochs)}: never ends; give trainer.max_steps=N "
+            "or trainer.max_epochs=N (or a trainer.max_time)"
+        )
 
 
 def _choice(group: str) -> str | None:

@@ -71,7 +71,7 @@ class SSM(ScannedStack):
         r_max: float = 0.999,
         scan: Literal["loop", "chunked"] = "loop",
     ) -> None:
-        if not 0 <= r_min < r_max < 1:
-            raise ConfigError(f"model.r_min={r_min}, model.r_max={r_max}: need 0 <= r_min < r_max < 1")
+        if not r_min < r_max:  # each in [0, 1): seqlab.config's RULES
+            raise ConfigError(f"model.r_min={r_min}, model.r_max={r_max}: need r_min < r_max")
         make_layer = lambda: LRULayer(emb_dim, hidden_size, r_min, r_max)  # noqa: E731
         super().__init__(vocab_size, emb_dim, hidden_size, num_layers, make_layer, SCANS[scan])

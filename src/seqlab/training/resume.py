@@ -71,10 +71,6 @@ class ResumeCheckpoint(Checkpoint):
     """
 
     def __init__(self, dirpath: str, every_n_steps: int | None = None, every_n_seconds: float | None = 60.0) -> None:
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ConfigError(f"callbacks.resume.every_n_steps={every_n_steps}: must be a positive integer")
-        if every_n_seconds is not None and not every_n_seconds > 0:
-            raise ConfigError(f"callbacks.resume.every_n_seconds={every_n_seconds}: must be a positive number")
         self.path = Path(dirpath) / "last.ckpt"
         self.every_n_steps, self.every_n_seconds = every_n_steps, every_n_seconds
         self.last_save = time.monotonic()
@@ -153,9 +149,7 @@ def resume_checkpoint(
     """The checkpoint this run continues from (`resume=<run dir>` or `ckpt_path=<file>`) and its step, checked
     against the run's model and data before anything is built or written, so a mismatch is one line (and a
     refused resume leaves its run dir as it was) rather than a state_dict dump."""
-    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
-    if resume is not None and ckpt_path is not None:
-        raise ConfigError(f"resume={resume} and ckpt_path={ckpt_path}: give one of them")
+    resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")  # not both: seqlab.config.check_config
     requeued = None if resume is not None or ckpt_path is not None else requeued_run(Path(cfg.paths.output_dir))
     if resume is None and ckpt_path is None and requeued is None:
         return None

@@ -24,7 +24,7 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqlab.config import check_config
-from seqlab.data import TokenDataModule
+from seqlab.data import TextDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.launch.malloc import keep_freed_memory
@@ -32,6 +32,8 @@ from seqlab.launch.malloc import setting as malloc_setting
 from seqlab.launch.openmp import settings as openmp_settings
 from seqlab.launch.slurm import job_key, restarts
 from seqlab.launch.sweep import in_multirun, job_plan, threads_from_config
+from seqlab.training.callbacks.known_source import KnownSource, has_known_optimum
+from seqlab.training.callbacks.known_source import summary as known_source_summary
 from seqlab.training.callbacks.progress import quiet_lightning
 from seqlab.training.callbacks.wall_clock import WallClockCurve
 from seqlab.training.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
@@ -47,21 +49,6 @@ def instantiate(config: Any, **kwargs: Any) -> Any:
         return hydra_instantiate(config, **kwargs)
     except InstantiationException as err:
         raise _as_config_error(err, config.get("_target_")) from None
-
-
-def check_budget(trainer: DictConfig) -> None:
-    """Every accepted budget ends: trainer.max_steps > 0, or -1 with a positive max_epochs or a max_time."""
-    max_steps, max_epochs = trainer.get("max_steps", -1), trainer.get("max_epochs")
-    if isinstance(max_steps, int) and max_steps > 0:
-        return
-    by_epochs = "-1 with a positive trainer.max_epochs or a trainer.max_time"
-    if max_steps != -1:
-        raise ConfigError(f"trainer.max_steps={max_steps}: must be positive (or {by_epochs})")
-    if trainer.get("max_time") is None and not (isinstance(max_epochs, int) and max_epochs > 0):
-        raise ConfigError(
-            f"trainer.max_steps=-1 with trainer.max_epochs={max_epochs}: never ends; give trainer.max_steps=N "
-            "or trainer.max_epochs=N (or a trainer.max_time)"
-        )
 
 
 def _as_config_error(err: InstantiationException, target: Any) -> Exception:
@@ -115,7 +102,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> None:
     """Everything a run does; fills `metrics` as it goes, so a failure still reports what was reached."""
-    datamodule: TokenDataModule = instantiate(cfg.data)
+    datamodule: TextDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = OmegaConf.to_container(cfg.model, resolve=True)
@@ -141,8 +128,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
         raise _as_config_error(err, cfg.model._target_) from None
     system.vocab = datamodule.vocab
     datamodule.save_vocab(out_dir / "vocab.json")  # after the model accepted its sizes: a refused one writes nothing
-    # recurrent models are also scored with the state carried through each split read as streams
-    datamodule.stream_eval = system.recurrent and not datamodule.episodic
+    datamodule.stream_eval = system.recurrent  # recurrent models are also scored with the state carried
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
     )
@@ -157,7 +143,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     )
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    callbacks += datamodule.callbacks()  # what the source scores beyond the loss: excess_loss, recall_acc, …
+    known_source = KnownSource() if has_known_optimum(datamodule) else None  # optimal_loss, excess_loss, recall_acc
+    callbacks += [known_source] if known_source else []
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     if logger:
@@ -195,7 +182,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     metrics.update(test_loss=test["test/loss"], test_ppl=test["test/ppl"])
     if "test/loss_stateful" in test:
         metrics.update(test_loss_stateful=test["test/loss_stateful"], test_ppl_stateful=test["test/ppl_stateful"])
-    metrics.update(datamodule.summary(test, best_val_loss))
+    if known_source:
+        metrics.update(known_source_summary(datamodule, test["test/loss"], best_val_loss, known_source))
     if logger:
         hp_metrics = {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
         if "test_ppl_stateful" in metrics:
@@ -263,7 +251,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 cfg.ckpt_path = str(out_dir / "checkpoints" / "last.ckpt")
     try:
         check_config(cfg)  # every value, before anything is built
-        check_budget(cfg.trainer)
         threads = threads_from_config(cfg)
         if threads is not None:  # before any torch work, so parallel jobs do not each take every core
             torch.set_num_threads(threads)

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
-
-from seqlab.errors import ConfigError
 
 
 def warmup_cosine(
@@ -43,27 +40,3 @@ def warmup_cosine(
 def decay_after(optimizer: Optimizer, constant_epochs: int = 4, gamma: float = 0.5) -> LambdaLR:
     """lr for `constant_epochs` epochs, then × gamma every epoch (Zaremba et al. 2014: 4 epochs, then ×0.5)."""
     return LambdaLR(optimizer, lambda epoch: gamma ** max(0, epoch + 1 - constant_epochs))
-
-
-def check_schedule(cfg: Any) -> None:
-    """One-line errors for values that would train with a broken schedule; cfg is the whole run config."""
-    scheduler = (cfg.get("schedule") or {}).get("scheduler")
-    if not scheduler:
-        return
-    for key in ("warmup_steps", "constant_epochs", "patience"):
-        if scheduler.get(key, 0) < 0:
-            raise ConfigError(f"schedule.scheduler.{key}={scheduler[key]}: must be non-negative")
-    for key in ("floor", "gamma", "factor"):
-        value = scheduler.get(key, 0.5)
-        if not 0 <= value <= 1:
-            raise ConfigError(f"schedule.scheduler.{key}={value}: must be between 0 and 1")
-    target, trainer = scheduler.get("_target_", ""), cfg.trainer
-    no_length = all(trainer.get(key, -1) in (None, -1) for key in ("max_steps", "max_epochs"))
-    if target.endswith("warmup_cosine") and no_length and not trainer.get("max_time"):
-        raise ConfigError("schedule=cosine: its length comes from trainer.max_steps, max_epochs or max_time; set one")
-    plateau = target.endswith("ReduceLROnPlateau") and cfg.schedule.get("interval") == "epoch"
-    if plateau and trainer.get("check_val_every_n_epoch") is None:
-        raise ConfigError(
-            "schedule=plateau steps at epoch ends on val/loss: validate at epoch ends "
-            "(trainer.check_val_every_n_epoch=1 trainer.val_check_interval=null)"
-        )

@@ -134,8 +134,6 @@ class GradientProfile(L.Callback):
         all_layers: bool = False,
     ) -> None:
         super().__init__()
-        if every_n_steps < 1 or probe_size < 1:
-            raise ValueError(f"every_n_steps={every_n_steps}, probe_size={probe_size}: both must be positive")
         self.every_n_steps, self.probe_size, self.max_share = every_n_steps, probe_size, max_share
         self.dirpath, self.all_layers = dirpath, all_layers
         self.seconds_spent, self._started = 0.0, time.perf_counter()
@@ -160,7 +158,9 @@ class GradientProfile(L.Callback):
             model.train(was_training)
         names = list(model.state_names) if len(profile) > 1 else []
         record: dict[str, Any] = {"step": trainer.global_step, "model": type(model).__name__, "T": x.shape[1]}
-        record.update(d=list(range(x.shape[1])), state_names=names, num_layers=model.num_layers if model.recurrent else 0)
+        record.update(
+            d=list(range(x.shape[1])), state_names=names, num_layers=model.num_layers if model.recurrent else 0
+        )
         if not names:  # no recurrence: the readers of the file find null
             record.update({"g_h_mean": None, "g_h_p10": None, "g_h_p90": None})
         for name in [*names, "x"]:

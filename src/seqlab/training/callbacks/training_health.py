@@ -104,10 +104,6 @@ class TrainingHealth(L.Callback):
 
     def __init__(self, probe_size: int = 8, spectra_every_n_steps: int = 100) -> None:
         super().__init__()
-        if probe_size < 1:
-            raise ValueError(f"probe_size={probe_size}: must be positive")
-        if spectra_every_n_steps < 1:
-            raise ValueError(f"spectra_every_n_steps={spectra_every_n_steps}: must be positive")
         self.probe_size, self.spectra_every_n_steps = probe_size, spectra_every_n_steps
         self._clipped = self._steps = 0
         self._seen = 0  # the global step last seen (0: before the first optimizer step)
