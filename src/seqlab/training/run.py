@@ -24,7 +24,7 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from seqlab.config import check_config
-from seqlab.data import TextDataModule
+from seqlab.data import TokenDataModule
 from seqlab.data.corpora import DownloadError
 from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.launch.malloc import keep_freed_memory
@@ -32,8 +32,6 @@ from seqlab.launch.malloc import setting as malloc_setting
 from seqlab.launch.openmp import settings as openmp_settings
 from seqlab.launch.slurm import job_key, restarts
 from seqlab.launch.sweep import in_multirun, job_plan, threads_from_config
-from seqlab.training.callbacks.known_source import KnownSource, has_known_optimum
-from seqlab.training.callbacks.known_source import summary as known_source_summary
 from seqlab.training.callbacks.progress import quiet_lightning
 from seqlab.training.callbacks.wall_clock import WallClockCurve
 from seqlab.training.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
@@ -102,7 +100,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> None:
     """Everything a run does; fills `metrics` as it goes, so a failure still reports what was reached."""
-    datamodule: TextDataModule = instantiate(cfg.data)
+    datamodule: TokenDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = OmegaConf.to_container(cfg.model, resolve=True)
@@ -128,7 +126,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
         raise _as_config_error(err, cfg.model._target_) from None
     system.vocab = datamodule.vocab
     datamodule.save_vocab(out_dir / "vocab.json")  # after the model accepted its sizes: a refused one writes nothing
-    datamodule.stream_eval = system.recurrent  # recurrent models are also scored with the state carried
+    # recurrent models are also scored with the state carried through each split read as streams
+    datamodule.stream_eval = system.recurrent and not datamodule.episodic
     metrics.update(
         params=system.n_params, vocab_size=datamodule.vocab_size, hparams=summary_hparams(cfg, system.n_params)
     )
@@ -143,8 +142,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     )
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    known_source = KnownSource() if has_known_optimum(datamodule) else None  # optimal_loss, excess_loss, recall_acc
-    callbacks += [known_source] if known_source else []
+    callbacks += datamodule.callbacks()  # what the source scores beyond the loss: excess_loss, recall_acc, …
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     if logger:
@@ -182,8 +180,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     metrics.update(test_loss=test["test/loss"], test_ppl=test["test/ppl"])
     if "test/loss_stateful" in test:
         metrics.update(test_loss_stateful=test["test/loss_stateful"], test_ppl_stateful=test["test/ppl_stateful"])
-    if known_source:
-        metrics.update(known_source_summary(datamodule, test["test/loss"], best_val_loss, known_source))
+    metrics.update(datamodule.summary(test, best_val_loss))
     if logger:
         hp_metrics = {"hp/best_val_ppl": metrics["best_val_ppl"], "hp/test_ppl": metrics["test_ppl"]}
         if "test_ppl_stateful" in metrics:
