@@ -8,7 +8,6 @@ params_vs_context.png and grad_profiles.png. Failed and diverged jobs stay in th
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -24,6 +23,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt
 
+from seqlab.analysis import tables
 from seqlab.launch.sweep import Job, find_job_dirs, read_job
 from seqlab.models.catalog import display_order
 
@@ -162,31 +162,16 @@ def _sort_key(row: dict[str, Any]) -> tuple:
     )
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.3e}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return str(value).replace("|", "\\|")
-
-
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    tables.write_csv(rows, path, COLUMNS)
 
 
 def write_markdown(rows: list[dict[str, Any]], path: Path) -> None:
     # columns that are empty for every job (e.g. no RNN in the sweep) only widen the table
     shown = [c for c in COLUMNS if c in ("job", "status", "reason") or any(r[c] is not None for r in rows)]
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in shown) + " |" for r in rows]
     bad = sum(r["status"] != "ok" for r in rows)
-    lines += ["", f"{len(rows)} jobs, {len(rows) - bad} ok, {bad} not ok."]
-    path.write_text("\n".join(lines) + "\n")
+    footer = f"{len(rows)} jobs, {len(rows) - bad} ok, {bad} not ok."
+    path.write_text(tables.markdown_table(rows, shown, tables.readable) + f"\n\n{footer}\n")
 
 
 def _ok(rows: list[dict[str, Any]], *keys: str) -> list[dict[str, Any]]:
@@ -243,8 +228,7 @@ def plot_lines(
         fig.text(0.01, 0.01, f"each point: the lowest {ylabel} over {', '.join(hidden)}", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout(rect=(0, 0.04 if hidden else 0, 1, 1))
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tables.save_figure(fig, path, dpi=120)
 
 
 def job_styles(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
@@ -261,7 +245,9 @@ def job_styles(rows: list[dict[str, Any]]) -> dict[str, tuple[Any, str]]:
         cmap = plt.get_cmap(families[i % len(families)])
         for j, r in enumerate(members):
             shade = 0.75 if len(members) == 1 else 0.4 + 0.55 * j / (len(members) - 1)
-            label = ", ".join(str(r.get(k)) if k == "model" else f"{k}={_fmt(r.get(k)) or None}" for k in keys)
+            label = ", ".join(
+                str(r.get(k)) if k == "model" else f"{k}={tables.readable(r.get(k)) or None}" for k in keys
+            )
             styles[r["job"]] = (cmap(shade), label or r["job"])
     return styles
 
@@ -313,8 +299,7 @@ def plot_grad_profiles(
     else:
         axes[0].text(0.5, 0.5, "no grad_profile.jsonl found", ha="center", transform=axes[0].transAxes)
     fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    tables.save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def write_all(rows: list[dict[str, Any]], profiles: dict[str, dict[str, Any]], out: Path) -> None:

@@ -16,7 +16,6 @@ Writes probe_<name>.csv / .md / .png into <run dir>/probe/ (or --out), and the s
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -36,6 +35,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import seqlab.launch.sweep  # noqa: F401  (registers the resolvers the saved configs use)
+from seqlab.analysis.tables import figure_array, markdown_table, write_csv
 from seqlab.errors import ConfigError
 from seqlab.models.catalog import build_model, model_config, model_names
 from seqlab.paths import ROOT
@@ -367,13 +367,6 @@ def correlations(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 # --- figures and files ----------------------------------------------------------------------------------------
-def _render(fig) -> np.ndarray:
-    fig.canvas.draw()
-    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(fig)
-    return image
-
-
 def plot_context_use(rows: list[dict], name: str, T: int) -> np.ndarray:
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=90)
     finite = [r for r in rows if r["k"] != "all"]
@@ -390,7 +383,7 @@ def plot_context_use(rows: list[dict], name: str, T: int) -> np.ndarray:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _render(fig)
+    return figure_array(fig)
 
 
 def plot_order(rows: list[dict], name: str, T: int) -> np.ndarray:
@@ -404,7 +397,7 @@ def plot_order(rows: list[dict], name: str, T: int) -> np.ndarray:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _render(fig)
+    return figure_array(fig)
 
 
 def plot_params(rows: list[dict]) -> np.ndarray:
@@ -421,7 +414,7 @@ def plot_params(rows: list[dict]) -> np.ndarray:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _render(fig)
+    return figure_array(fig)
 
 
 def plot_unit_text(text: str, activation: np.ndarray, title: str, width: int = 80) -> np.ndarray:
@@ -447,18 +440,11 @@ def plot_unit_text(text: str, activation: np.ndarray, title: str, width: int = 8
     ax.set_ylim(0, rows)
     ax.axis("off")
     fig.suptitle(title + " (blue −, red +)", fontsize=9, y=0.99)
-    return _render(fig)
+    return figure_array(fig)
 
 
 def markdown(rows: list[dict]) -> str:
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-
-    def fmt(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v)
-
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(rows) + "\n"
 
 
 def pivot_params(rows: list[dict]) -> list[dict]:
@@ -466,29 +452,25 @@ def pivot_params(rows: list[dict]) -> list[dict]:
     return [{"model": m} | {f"T={r['context_length']}": r["params"] for r in rows if r["model"] == m} for m in models]
 
 
-def write(out_dir: Path, run_dir: Path, tables: dict, images: dict, notes: list[str], name: str) -> None:
+def write(out_dir: Path, run_dir: Path, results: dict, images: dict, notes: list[str], name: str) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    for key, rows in tables.items():
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        with open(out_dir / f"probe_{key}.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
+    for key, rows in results.items():
+        write_csv(rows, out_dir / f"probe_{key}.csv")
     report = [f"# probe: {name} ({run_dir})\n"] + [f"- {n}" for n in notes]
-    shown = {**tables, "params": pivot_params(tables["params"])}  # one row per model reads better
+    shown = {**results, "params": pivot_params(results["params"])}  # one row per model reads better
     report += [f"\n## {key}\n\n{markdown(rows)}" for key, rows in shown.items()]
     (out_dir / "probe.md").write_text("\n".join(report))
     for key, image in images.items():
         plt.imsave(out_dir / f"probe_{key}.png", image)
     with SummaryWriter(str(run_dir)) as tb:  # a new event file beside the run's own: the same run in TensorBoard
-        for r in tables.get("context_use", []):
+        for r in results.get("context_use", []):
             if r["k"] != "all":
                 tb.add_scalar("probe/context_use/loss", r["loss"], r["k"])
-        for r in tables.get("order", []):
+        for r in results.get("order", []):
             tb.add_scalar("probe/order/shuffled", r["shuffled"], r["m"])
             tb.add_scalar("probe/order/intact", r["intact"], r["m"])
-        for r in tables.get("length", []):
+        for r in results.get("length", []):
             if r["loss"] is not None:
                 tb.add_scalar("probe/length/loss", r["loss"], r["length"])
         for key, image in images.items():
@@ -521,10 +503,7 @@ def recall_sweep(sweep_dir: Path, out_dir: Path | None = None) -> list[dict[str,
         )
     rows.sort(key=lambda r: (r["model"], r["gap"]))
     out_dir = out_dir or sweep_dir
-    with open(out_dir / "recall.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, out_dir / "recall.csv")
     (out_dir / "recall.md").write_text(markdown(rows))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), dpi=90)
     for model in dict.fromkeys(r["model"] for r in rows):
@@ -543,7 +522,7 @@ def recall_sweep(sweep_dir: Path, out_dir: Path | None = None) -> list[dict[str,
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    plt.imsave(out_dir / "recall.png", _render(fig))
+    plt.imsave(out_dir / "recall.png", figure_array(fig))
     print(f"recall: {out_dir}/recall.md")
     return rows
 

@@ -16,7 +16,6 @@ Memory on CPU is counted, not sampled: the bytes of the tensors autograd keeps f
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from seqlab.analysis import tables
 from seqlab.analysis.properties_trained import TRAINED_CLAIMS, TRAINED_NOTES, runs_table, train_cells
 from seqlab.models.base import SequenceModel
 from seqlab.models.catalog import build_model, model_class, model_config, model_names
@@ -258,24 +258,23 @@ NOTES = {
 
 def seed_table(cells: dict[str, dict[str, str]]) -> str:
     families, notes = list(COLUMNS), {**NOTES, **TRAINED_NOTES}
-    head = "| property | " + " | ".join(f"{COLUMNS[f]}: claim | measured" for f in families) + " | measured as |"
-    lines = [head, "|---" * (2 * len(families) + 2) + "|"]
+    header = ["property", *(h for f in families for h in (f"{COLUMNS[f]}: claim", "measured")), "measured as"]
+    rows = []
     for prop, per_model in cells.items():
         claims = (*{**CLAIMS, **TRAINED_CLAIMS}.get(prop, ("—", "—", "—")), "—")  # the feedforward column: none
-        parts = []
+        row = {"property": prop, "measured as": notes[prop]}
         for claim, family in zip(claims, families, strict=True):
             names = [n for n in per_model if model_class(n.split(" ")[0]).family == family]
-            parts += [claim, "<br>".join(f"{n}: {per_model[n]}" for n in sorted(names)) or "—"]
-        lines.append(f"| {prop} | " + " | ".join(parts) + f" | {notes[prop]} |")
-    return "\n".join(lines)
+            row[f"{family}: claim"] = claim
+            row[f"{family}: measured"] = "<br>".join(f"{n}: {per_model[n]}" for n in sorted(names)) or "—"
+        rows.append(row)
+    columns = ["property", *(f"{f}: {part}" for f in families for part in ("claim", "measured")), "measured as"]
+    return tables.markdown_table(rows, columns, str, header)
 
 
 def markdown_table(rows: list[dict], keys: list[str]) -> str:
     fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else f"{v}"  # noqa: E731
-    return "\n".join(
-        ["| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
-        + ["| " + " | ".join(fmt(r.get(k, "")) for k in keys) + " |" for r in rows]
-    )
+    return tables.markdown_table(rows, keys, fmt, missing="")
 
 
 def plot(train: list[dict], gen: list[dict]):
@@ -359,11 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells |= trained
 
     for name, rows in (("training", train), ("generation", gen)):
-        with open(out / f"{name}.csv", "w", newline="") as f:
-            keys = list(dict.fromkeys(k for r in rows for k in r))  # every column, first seen first
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(rows)
+        tables.write_csv(rows, out / f"{name}.csv")  # every column, first seen first
     table = seed_table(cells)
     setup = (
         f"{args.threads} thread(s), batch {args.batch} at every context, exponents fitted over T ≥ {FIT_FROM}, "
@@ -384,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     (out / "properties.md").write_text(md + "\n")
     figure = plot(train, gen)
-    figure.savefig(out / "properties.png")
+    tables.save_figure(figure, out / "properties.png", close=False)  # TensorBoard gets it next
 
     from torch.utils.tensorboard import SummaryWriter
 
