@@ -53,6 +53,11 @@ BAD_VALUES = {
     "context_length 1.5": (["data.context_length=1.5"], "data.context_length=1.5: must be an integer"),
     "context_length > split": (["data.context_length=5000"], "the val split of"),
     "no data.path": (["data.path=???"], "data.path=???: no value given (data=text_file needs it)"),
+    "unknown corpus": (["data.corpus=shakespear"], "data.corpus=shakespear: must be one of 'shakespeare', 'names'"),
+    "level": (["data.level=chars"], "data.level=chars: must be null or one of 'char', 'word'"),
+    "two splits": (["data.splits=[0.9,0.1]"], "data.splits=[0.9, 0.1]: must be a list of 3"),
+    "a split of 0": (["data.splits=[0.9,0,0.1]"], "data.splits=[0.9, 0, 0.1]: must be a number in (0, 1]"),
+    "splits over 1": (["data.splits=[0.9,0.1,0.1]"], "data.splits=[0.9, 0.1, 0.1]: the three fractions sum to more"),
     "window > context": (
         ["model=mlp_window", "model.window=33"],
         "model.window=33: larger than data.context_length=32",
@@ -144,6 +149,27 @@ def test_bad_value(case: str, tiny_text: Path, tmp_path: Path, capsys):
     )
     assert expected in message
     assert [p.name for p in (tmp_path / "run").iterdir()] == ["metrics.json"]  # nothing built, nothing else written
+
+
+def test_the_corpus_choices_are_the_corpora_and_text_file():
+    from typing import get_args
+
+    from seqlab.data.corpora import CORPORA
+    from seqlab.data.datamodule import Corpus
+
+    assert set(get_args(Corpus)) == {*CORPORA, "text_file"}
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["data.lengths=[5000,1000]"], "data.lengths=[5000, 1000]: must be a list of 3"),
+        (["data.lengths=[5000,1000,64]"], "data.lengths=[5000, 1000, 64]: each split must be longer than data.context"),
+    ],
+)
+def test_bad_markov_values(overrides: list[str], expected: str, tmp_path: Path, capsys):
+    message = expect_config_error(["data=markov", *TINY[1:], *NO_PROBES, *overrides], tmp_path / "run", capsys)
+    assert expected in message
 
 
 def test_gradient_clip_val_0_means_no_clipping(tiny_text: Path, tmp_path: Path):

@@ -126,6 +126,8 @@ RULES: list[tuple[str, Number | OneOf]] = [
     ("trainer.num_sanity_val_steps", Number(lo=0, integer=True, also=(-1,), null=True)),
     ("callbacks.progress.refresh_rate", Number(lo=0, integer=True, note="0: no progress bar")),
     ("callbacks.samples.length", Number(lo=0, integer=True)),
+    ("data.splits", Number(lo=0, hi=1, lo_open=True)),  # train, val, test shares of one file
+    ("data.episodes", POSITIVE_INT),  # train, val, test episode counts
     ("*.max_share", Number(lo=0, hi=1, lo_open=True, note="1: no limit")),
     ("*.lr", POSITIVE),
     ("*.temperature", POSITIVE),

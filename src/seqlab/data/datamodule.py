@@ -5,8 +5,8 @@ Everything but reading and tokenising the text is the shared token-source base (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -16,6 +16,8 @@ from seqlab.data.corpora import CORPORA, fetch
 from seqlab.data.vocab import Vocab, tokenize
 from seqlab.errors import ConfigError
 
+Corpus = Literal["shakespeare", "names", "ptb", "wikitext2", "text_file"]  # CORPORA's names, or any file: data.path
+
 
 class TextDataModule(TokenDataModule):
     """Tiny Shakespeare, PTB, WikiText-2, names, or any UTF-8 file, at char or word level; corpora are fetched
@@ -23,30 +25,23 @@ class TextDataModule(TokenDataModule):
 
     def __init__(
         self,
-        corpus: str = "shakespeare",
+        corpus: Corpus = "shakespeare",
         path: str | None = None,
-        level: str | None = None,
+        level: Literal["char", "word"] | None = None,
         data_dir: str = "data",
         context_length: int = 64,
         batch_size: int = 64,
-        splits: Sequence[float] = (0.9, 0.05, 0.05),
+        splits: tuple[float, float, float] = (0.9, 0.05, 0.05),
         seed: int = 0,
         stateful: bool = False,
     ) -> None:
-        if corpus != "text_file" and corpus not in CORPORA:
-            raise ConfigError(f"data.corpus={corpus}: unknown corpus; choose one of {[*CORPORA, 'text_file']}")
+        # types, choices and each value's range are seqlab.config's; here, what needs two values together
         if corpus == "text_file" and not path:
             raise ConfigError("data.path=None: data=text_file needs data.path=FILE")
         level = level or (CORPORA[corpus].level if corpus in CORPORA else "char")
-        if level not in ("char", "word"):
-            raise ConfigError(f"data.level={level}: must be 'char' or 'word'")
-        if int(context_length) < 1:
-            raise ConfigError(f"data.context_length={context_length}: must be at least 1")
-        if int(batch_size) < 1:
-            raise ConfigError(f"data.batch_size={batch_size}: must be at least 1")
         splits = tuple(float(f) for f in splits)
-        if len(splits) != 3 or min(splits) <= 0 or sum(splits) > 1 + 1e-9:
-            raise ConfigError(f"data.splits={list(splits)}: need three positive fractions summing to at most 1")
+        if sum(splits) > 1 + 1e-9:
+            raise ConfigError(f"data.splits={list(splits)}: the three fractions sum to more than 1")
         super().__init__(corpus, level, context_length, batch_size, seed, stateful)
         self.path, self.data_dir, self.splits = path, data_dir, splits
         self.use_cache = True  # the encoded corpus across runs (seqlab.data.encoded); tests turn it off to compare

@@ -131,7 +131,7 @@ class MarkovDataModule(TokenDataModule):
         order: int = 3,
         num_symbols: int = 16,
         alpha: float = 0.2,
-        lengths: Sequence[int] = (2_000_000, 100_000, 100_000),
+        lengths: tuple[int, int, int] = (2_000_000, 100_000, 100_000),
         source_seed: int = 0,
         context_length: int = 64,
         batch_size: int = 64,
@@ -145,8 +145,8 @@ class MarkovDataModule(TokenDataModule):
             raise ConfigError(f"data.num_symbols={num_symbols}: must be between 2 and {len(SYMBOLS)}")
         if float(alpha) <= 0:
             raise ConfigError(f"data.alpha={alpha}: the Dirichlet concentration must be positive")
-        if len(lengths) != 3 or min(int(n) for n in lengths) <= int(context_length):
-            raise ConfigError(f"data.lengths={list(lengths)}: need three split lengths, each above context_length")
+        if min(int(n) for n in lengths) <= int(context_length):
+            raise ConfigError(f"data.lengths={list(lengths)}: each split must be longer than data.context_length")
         super().__init__(corpus, "char", context_length, batch_size, seed, stateful)
         self.lengths = [int(n) for n in lengths]
         self.source_seed = int(source_seed)
@@ -251,7 +251,7 @@ class RecallDataModule(TokenDataModule):
         gap: int = 16,
         fillers: int = 4,
         train_min_gap: int | None = None,
-        episodes: Sequence[int] = (20_000, 1_000, 1_000),
+        episodes: tuple[int, int, int] = (20_000, 1_000, 1_000),
         source_seed: int = 0,
         batch_size: int = 32,
         seed: int = 0,
@@ -263,11 +263,9 @@ class RecallDataModule(TokenDataModule):
                 f"data.pairs={pairs}, keys={keys}, values={values}: need 1 ≤ pairs ≤ keys ≤ 26, 2 ≤ values ≤ 26"
             )
         if int(gap) < 0 or not 2 <= int(fillers) <= 8:
-            raise ConfigError(f"data.gap={gap}, fillers={fillers}: need gap ≥ 0 and 1 ≤ fillers ≤ 8")
+            raise ConfigError(f"data.gap={gap}, fillers={fillers}: need gap ≥ 0 and 2 ≤ fillers ≤ 8")
         if train_min_gap is not None and not 0 <= int(train_min_gap) <= int(gap):
             raise ConfigError(f"data.train_min_gap={train_min_gap}: must be between 0 and data.gap={gap} (or null)")
-        if len(episodes) != 3 or min(int(n) for n in episodes) < 1:
-            raise ConfigError(f"data.episodes={list(episodes)}: need three positive episode counts")
         self.recall = RecallSource(int(keys), int(values), int(pairs), int(gap), int(fillers))
         if context_length is not None and int(context_length) != self.recall.length - 1:
             raise ConfigError(
