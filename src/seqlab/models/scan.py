@@ -9,6 +9,8 @@ Three ways to compute the same h_1..h_T, tested equal in float64 (tests/test_sca
   a*_t = Σ_{r≤t} log a_r, fully parallel in T. minGRU feeds it log b directly (its g(x) > 0).
 
 An initial state h_0 enters every path (a bug class in public parallel scans is to drop it; tests check it).
+A decay of either sign (the `signed` variants: Grazzi et al. 2025, negative eigenvalues for state tracking) is
+log|a_t| with `sign` = ±1 beside it; the loop and the chunked scan take it, the log-space scan cannot.
 
 `ScannedStack` is what ssm and mingru share around their layers: embedding, a stack of residual blocks that
 each run such a recurrence, a final LayerNorm and the head, with the carried-state interface.
@@ -25,10 +27,21 @@ from torch import nn
 
 from seqlab.models.base import RecurrentModel, State
 
+SIGNED_RADIUS = 0.9999  # a signed decay is this × tanh(·): |a| < 1 in any precision, for any input
 
-def sequential_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
-    """log_a (B, T, N) or (N,), b (B, T, N), h0 (B, N) or None (zeros) -> h (B, T, N)."""
-    a = log_a.exp().expand_as(b)
+
+def signed_decay(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decay of any sign -> (log|a|, sign ±1) for the scans. |a| is floored at 1e-30 (0 counts as +): the log
+    stays finite and so do its gradients."""
+    return a.abs().clamp_min(1e-30).log(), torch.where(a < 0, -1.0, 1.0).to(a.dtype)
+
+
+def sequential_scan(
+    log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, sign: torch.Tensor | None = None
+) -> torch.Tensor:
+    """log_a (B, T, N) or (N,), b (B, T, N), h0 (B, N) or None (zeros), sign (as log_a) or None (positive)
+    -> h (B, T, N)."""
+    a = (log_a.exp() if sign is None else sign * log_a.exp()).expand_as(b)
     h = b.new_zeros(b.shape[0], b.shape[2]) if h0 is None else h0
     hs = []
     for a_t, b_t in zip(a.unbind(1), b.unbind(1), strict=True):  # unbind: one backward node, not T zero-filled
@@ -37,22 +50,33 @@ def sequential_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | Non
     return torch.stack(hs, dim=1)
 
 
-def chunked_scan(log_a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, chunk: int = 32) -> torch.Tensor:
-    """log_a (B, T, N) or (N,) (the same decay at every step, as in an LRU), b (B, T, N), h0 (B, N) or None
-    -> h (B, T, N). The decay matrices take O(C²·N) memory for a fixed decay, O(B·T·C·N) otherwise."""
+def chunked_scan(
+    log_a: torch.Tensor,
+    b: torch.Tensor,
+    h0: torch.Tensor | None = None,
+    sign: torch.Tensor | None = None,
+    chunk: int = 32,
+) -> torch.Tensor:
+    """log_a (B, T, N) or (N,) (the same decay at every step, as in an LRU), b (B, T, N), h0 (B, N) or None,
+    sign (as log_a) or None -> h (B, T, N). The decay matrices take O(C²·N) memory for a fixed decay,
+    O(B·T·C·N) otherwise."""
     B, T, N = b.shape
     pad = -T % chunk
     K = (T + pad) // chunk
     b = F.pad(b, (0, 0, 0, pad)).reshape(B, K, chunk, N)  # padded steps come last and are cut off
     if log_a.dim() == 1:  # log of the decay from the chunk start, (C, N)
         cum = log_a * torch.arange(1, chunk + 1, dtype=b.dtype, device=b.device)[:, None]
+        signs = None if sign is None else sign.expand(chunk, N).cumprod(0)
     else:  # (B, K, C, N)
         cum = F.pad(log_a, (0, 0, 0, pad)).reshape(B, K, chunk, N).cumsum(2)
+        signs = None if sign is None else F.pad(sign, (0, 0, 0, pad), value=1.0).reshape(B, K, chunk, N).cumprod(2)
     diff = cum.unsqueeze(-2) - cum.unsqueeze(-3)  # (..., C_t, C_s, N): log decay from s to t
     causal = torch.ones(chunk, chunk, dtype=torch.bool, device=b.device).tril()[:, :, None]
     decay = diff.masked_fill(~causal, float("-inf")).exp()  # mask before exp: s > t would overflow
+    if signs is not None:  # the sign of a_{s+1}…a_t is P_t·P_s, P the running product of signs (±1: P_s = 1/P_s)
+        decay = decay * signs.unsqueeze(-2) * signs.unsqueeze(-3)
     h_local = torch.einsum("tsn,bksn->bktn" if log_a.dim() == 1 else "bktsn,bksn->bktn", decay, b)  # from h = 0
-    from_start = cum.exp().expand(B, K, chunk, N)  # what a state at the chunk start is multiplied by
+    from_start = (cum.exp() if signs is None else signs * cum.exp()).expand(B, K, chunk, N)  # × a state at the start
     h = b.new_zeros(B, N) if h0 is None else h0
     out = []
     for h_local_k, from_start_k in zip(h_local.unbind(1), from_start.unbind(1), strict=True):
