@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,10 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from seqlab.models import RNN
 from seqlab.training.callbacks.training_health import group_norms, recurrent_names, recurrent_sigma_max
+from seqlab.training.dashboard import LAYOUT
 from seqlab.training.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +142,15 @@ def test_event_files_hold_profile_health_hparams_and_samples(run_dir):
     assert _scalars(acc, "hp/best_val_ppl")[0] == pytest.approx(metrics["best_val_ppl"], rel=1e-6)
     assert _scalars(acc, "hp/test_ppl")[0] == pytest.approx(metrics["test_ppl"], rel=1e-6)
     assert math.isfinite(metrics["test_ppl"])
+
+    # the Custom Scalars tab's layout: every chart's tags match scalars the run logged
+    (config,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(config.tensor_proto.string_val[0])
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    assert set(charts) == set(LAYOUT["seqlab"])
+    logged = set(tags["scalars"])
+    for title, patterns in charts.items():
+        assert any(re.search(p, tag) for p in patterns for tag in logged), title
 
     # samples: one per validation (steps 10 and 20), in the Text tab
     samples = acc.Tensors("samples/text_summary")

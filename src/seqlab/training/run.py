@@ -34,6 +34,7 @@ from seqlab.launch.slurm import job_key, restarts
 from seqlab.launch.sweep import in_multirun, job_plan, threads_from_config
 from seqlab.training.callbacks.progress import quiet_lightning
 from seqlab.training.callbacks.wall_clock import WallClockCurve
+from seqlab.training.dashboard import add_dashboard
 from seqlab.training.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
 from seqlab.training.system import LanguageModel
 
@@ -147,6 +148,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
     if logger:
         logger.log_metrics({"params": system.n_params}, step=0)
+        add_dashboard(logger)  # the Custom Scalars tab: val/ppl, losses, the gradient's reach
         # Lightning would write an empty hparams.yaml here (the HParams summary is logged at the end)
         save_hparams_to_yaml(Path(logger.log_dir) / "hparams.yaml", metrics["hparams"])
     try:
