@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR, ROOT
+from conftest import DATA_DIR, ROOT, SHAKESPEARE, compose_config
 from helpers import scalar_tags
+from omegaconf import OmegaConf
 from torch import nn
 
 from seqlab.analysis.probe import (
@@ -18,6 +19,7 @@ from seqlab.analysis.probe import (
     main,
     one_hot_last,
     picture_start,
+    run_data_dir,
     saturation,
     shuffle_before_last,
     text_properties,
@@ -171,3 +173,76 @@ def test_probe_cli_on_a_trained_run(tmp_path: Path, tiny_text: Path, capsys: pyt
         else:  # one line, no traceback
             assert "cannot run: mlp_padded sees at most 16 tokens" in out
     assert main([str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.parametrize("content", ["garbage", "foreign", "truncated"])
+def test_a_corrupt_checkpoint_is_one_line(content: str, tmp_path: Path, capsys: pytest.CaptureFixture):
+    """torch's UnpicklingError used to end in a traceback advising weights_only=False."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_config(["data=text_file", "data.path=any.txt"], run), run / ".hydra" / "config.yaml")
+    ckpt = run / "checkpoints" / "best-4.ckpt"
+    ckpt.parent.mkdir()
+    if content == "garbage":
+        ckpt.write_bytes(bytes(range(256)) * 8)
+    else:
+        torch.save({"state_dict": {"w": torch.zeros(64, 64)}}, ckpt)  # another program's checkpoint
+        if content == "truncated":
+            ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    assert main([str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {ckpt}: not a seqlab checkpoint (loading it raised ") and err.count("\n") == 1
+    assert "weights_only" not in err
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "checkpoints"]  # no probe/ left behind
+
+
+def test_the_cli_on_a_corrupt_checkpoint_prints_one_line(tmp_path: Path):
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"not a checkpoint")
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("data: {corpus: text_file}\npaths: {data_dir: data}\n")
+    done = subprocess.run([sys.executable, "-m", "seqlab.probe", str(ckpt)], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr == f"error: {ckpt}: not a seqlab checkpoint (loading it raised UnpicklingError)\n"
+
+
+def test_the_probe_reads_the_corpus_from_the_runs_own_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A run trained with paths.data_dir=X is probed from X, whatever SEQLAB_DATA_DIR says; the environment's
+    dir only when X lacks the corpus (moved to another machine), or when the run used the default."""
+    own, env, empty = tmp_path / "own", tmp_path / "env", tmp_path / "empty"
+    for root in (own, env):
+        (root / "tinyshakespeare").mkdir(parents=True)
+        (root / "tinyshakespeare" / "input.txt").write_text("a file where the corpus goes")
+    empty.mkdir()
+
+    def run(data_dir: str, corpus: str = "shakespeare") -> OmegaConf:
+        return OmegaConf.create({"paths": {"data_dir": data_dir}, "data": {"corpus": corpus}})
+
+    monkeypatch.setenv("SEQLAB_DATA_DIR", str(env))
+    assert run_data_dir(run(str(own))) == str(own)
+    assert run_data_dir(run(str(empty))) == str(env)  # X lacks it, the environment has it
+    assert run_data_dir(run("${oc.env:SEQLAB_DATA_DIR,${hydra:runtime.cwd}/data}")) == str(env)  # the default
+    assert run_data_dir(run(str(empty), corpus="text_file")) == str(empty)  # data.path names the file
+    monkeypatch.setenv("SEQLAB_DATA_DIR", str(empty))
+    assert run_data_dir(run(str(own))) == str(own)
+    assert run_data_dir(run(str(tmp_path / "gone"))) == str(tmp_path / "gone")  # neither: the run's, as trained
+
+
+@pytest.mark.slow
+def test_probe_cli_on_a_run_trained_with_its_own_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """train.py paths.data_dir=X, then the probe with SEQLAB_DATA_DIR naming a dir without the corpus: it used to
+    ignore X and try to download the corpus into the environment's dir."""
+    if not SHAKESPEARE.is_file():
+        pytest.skip(f"Tiny Shakespeare not found under {DATA_DIR}")
+    own, empty, run = tmp_path / "own", tmp_path / "empty", tmp_path / "run"
+    (own / "tinyshakespeare").mkdir(parents=True)
+    (own / "tinyshakespeare" / "input.txt").symlink_to(SHAKESPEARE)
+    empty.mkdir()
+    env = {"PYTHONPATH": str(ROOT / "src"), "SEQLAB_DATA_DIR": str(empty), "PATH": "/usr/bin:/bin"}
+    quick = ["trainer.max_steps=2", "trainer.val_check_interval=2", "model.hidden_size=16", "data.context_length=16"]
+    cmd = [sys.executable, "train.py", "model=rnn", "data=shakespeare", f"paths.data_dir={own}", *quick]
+    subprocess.run([*cmd, f"hydra.run.dir={run}"], cwd=ROOT, env=env, check=True, capture_output=True)
+    monkeypatch.setenv("SEQLAB_DATA_DIR", str(empty))
+    assert main([str(run), "--tokens", "64", "--chars", "200", "--ks", "1"]) == 0
+    assert list(empty.iterdir()) == []  # nothing fetched into the environment's dir

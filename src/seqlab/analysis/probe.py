@@ -211,15 +211,37 @@ def load(target: Path) -> tuple[Any, Path, Any]:
     config = run_dir / ".hydra" / "config.yaml"
     if not config.is_file():
         raise ConfigError(f"{run_dir}: no .hydra/config.yaml, so the data cannot be rebuilt")
-    cfg = OmegaConf.load(config)
-    cfg.paths.data_dir = os.environ.get("SEQLAB_DATA_DIR", str(ROOT / "data"))
+    try:
+        cfg = OmegaConf.load(config)
+    except Exception as err:
+        raise ConfigError(f"{config}: not a readable config (loading it raised {type(err).__name__})") from None
+    cfg.paths.data_dir = run_data_dir(cfg)
     cfg.paths.output_dir = str(run_dir)
-    system = LanguageModel.load_from_checkpoint(ckpt, map_location="cpu")
+    try:  # truncated, garbage, or another program's file: torch's advice to unpickle it anyway is no help here
+        system = LanguageModel.load_from_checkpoint(ckpt, map_location="cpu")
+    except Exception as err:
+        raise ConfigError(f"{ckpt}: not a seqlab checkpoint (loading it raised {type(err).__name__})") from None
     system.eval()
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("validate")
     return system, run_dir, datamodule
+
+
+def run_data_dir(cfg: Any) -> str:
+    """Where the run read its corpus: its own `paths.data_dir` when it was set to a dir (not the default
+    interpolation of SEQLAB_DATA_DIR) and that dir still holds the corpus; else this environment's
+    SEQLAB_DATA_DIR (or <repo>/data), as train.py would choose today."""
+    from seqlab.data.corpora import CORPORA  # (seqlab.data imports Lightning: not at this module's import)
+
+    here = os.environ.get("SEQLAB_DATA_DIR", str(ROOT / "data"))
+    recorded = OmegaConf.to_container(cfg.paths, resolve=False).get("data_dir")
+    if not isinstance(recorded, str) or "${" in recorded:
+        return here
+    corpus = CORPORA.get(cfg.data.get("corpus"))
+    files = corpus.files.values() if corpus is not None else []  # none for a text file or a generated source
+    holds = lambda root: all((Path(root).expanduser() / f.path).is_file() for f in files)  # noqa: E731
+    return recorded if holds(recorded) or not holds(here) else here
 
 
 def params_table(vocab_size: int, lengths: tuple[int, ...] = (16, 32, 64, 128, 256, 512)) -> list[dict[str, Any]]:
@@ -536,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chars", type=int, default=6000, help="characters of text for the hidden-state probes")
     parser.add_argument("--ks", type=int, nargs="+", default=None, help="context lengths k (default 1, 2, 4, …, T)")
     args = parser.parse_args(argv)
+    from seqlab.data.corpora import DownloadError
+
     try:
         if args.recall_sweep:
             recall_sweep(args.target, args.out)
@@ -544,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except DownloadError as err:  # the run's corpus is in neither its data dir nor this environment's
+        print(f"failed: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
