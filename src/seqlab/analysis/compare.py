@@ -126,23 +126,30 @@ def row_for(job: Job, name: str) -> dict[str, Any]:
     return {key: row.get(key) for key in COLUMNS}
 
 
+def named_job_dirs(dirs: Sequence[Path]) -> dict[str, Path]:
+    """Every job dir under `dirs` by its name in the tables: its path in the sweep dir, and the sweep dir's
+    name too when several sweeps are read, so job names stay unique."""
+    named = {}
+    for root in dirs:
+        for job_dir in find_job_dirs(root):
+            rel = job_dir.relative_to(root).as_posix()
+            named[f"{root.name}/{rel}" if len(dirs) > 1 else rel] = job_dir
+    return named
+
+
 def collect(dirs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Rows for every job under `dirs`, and each job's last gradient profile (by job name)."""
     rows, profiles = [], {}
-    for root in dirs:
-        for job_dir in find_job_dirs(root):
-            # the sweep dir's name too when several sweeps are compared, so job names stay unique
-            rel = job_dir.relative_to(root).as_posix()
-            name = f"{root.name}/{rel}" if len(dirs) > 1 else rel
-            measured, unreadable = read_grad_profiles(job_dir)  # at step 0 (init) ... at the end
-            first, last = (measured[0], measured[-1]) if measured else (None, None)
-            row = row_for(read_job(job_dir), name)
-            if unreadable:
-                note = f"grad_profile.jsonl: {unreadable} unreadable line(s) skipped"
-                row["reason"] = f"{row['reason']}; {note}" if row["reason"] else note
-            rows.append(row | {"grad_ratio_init": grad_ratio(first), "grad_ratio": grad_ratio(last)})
-            if last is not None:
-                profiles[name] = last
+    for name, job_dir in named_job_dirs(dirs).items():
+        measured, unreadable = read_grad_profiles(job_dir)  # at step 0 (init) ... at the end
+        first, last = (measured[0], measured[-1]) if measured else (None, None)
+        row = row_for(read_job(job_dir), name)
+        if unreadable:
+            note = f"grad_profile.jsonl: {unreadable} unreadable line(s) skipped"
+            row["reason"] = f"{row['reason']}; {note}" if row["reason"] else note
+        rows.append(row | {"grad_ratio_init": grad_ratio(first), "grad_ratio": grad_ratio(last)})
+        if last is not None:
+            profiles[name] = last
     rows.sort(key=_sort_key)
     return rows, profiles
 

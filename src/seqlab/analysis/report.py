@@ -1,0 +1,615 @@
+"""Sweep dirs -> docs/results/<study>/: a study's tables, figures, raw numbers and provenance, made from its runs.
+
+    python -m seqlab.report SWEEP_DIR [SWEEP_DIR ...] --study NAME [--notes TEXT] [--headline TEXT]
+    python -m seqlab.report --regenerate docs/results/NAME   # results.md, summary.md, results.png from runs.csv
+    python -m seqlab.report --check                          # every docs/results/*/: exit 1 if a page differs
+    python -m seqlab.report --readme README.md               # the block between the results markers
+
+Writes into docs/results/<study>/ (or --out):
+  runs.csv       one row per job: its settings, seed, status and every number; the tables are computed from it
+  manifest.json  the command that made each sweep (from its multirun.yaml), git commit, seeds, torch / Lightning
+                 versions, CPU and GPU of the machine running this command (run it where the sweep ran), threads,
+                 wall time, date, free-text notes, and how the tables are made (metric, settings, what is ranked)
+  results.md     the tables; summary.md: the few lines the README shows; results.png; grad_profiles.png where
+                 the jobs measured gradient profiles
+results.md and summary.md depend on runs.csv and manifest.json alone, so `--regenerate` rebuilds them and
+`--check` (and tests/test_report.py) catches a hand-edited number.
+
+Seeds are an axis: jobs whose settings are equal form one configuration, reported as mean ± sd over its seeds
+(sample sd, n − 1) with n. The settings are the overrides that differ between the jobs (from each job's
+.hydra/overrides.yaml), `seed` aside. A ranking orders the configurations by the study's metric within each
+value of the other settings; neighbours are separated ("<") only when both have ≥ 2 seeds and their mean ± sd
+bands do not overlap, else they are "≈" (not separated). Sd bands rather than a bootstrap 95 % CI: with 3 seeds
+a bootstrap has 10 distinct resamples, and its interval is no better founded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")  # files only
+import matplotlib.pyplot as plt
+from omegaconf import OmegaConf
+
+from seqlab.analysis import compare, tables
+from seqlab.launch.sweep import find_job_dirs, read_job
+from seqlab.models.catalog import display_order
+from seqlab.paths import ROOT
+
+RESULTS = ROOT / "docs" / "results"
+MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
+STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+# the numbers a job reports, in the order the tables show them (those no job has are left out)
+METRICS = [
+    "best_val_ppl",
+    "test_ppl",
+    "test_ppl_stateful",
+    "optimal_ppl",
+    "excess_loss",
+    "excess_over_source",
+    "recall_acc",
+    "grad_ratio_init",
+    "grad_ratio",
+    "params",
+    "steps",
+    "train_tokens_per_s",
+    "wall_s",
+]
+HIGHER_IS_BETTER = {"recall_acc", "train_tokens_per_s"}
+TEXT_COLUMNS = {"job", "model", "data", "status", "reason"}
+Row = dict[str, Any]
+
+
+# --- reading a sweep ------------------------------------------------------------------------------------------
+
+
+def job_overrides(job_dir: Path) -> dict[str, str] | None:
+    """The job's command-line overrides as {key: value} (both as typed), or None without .hydra/overrides.yaml."""
+    try:
+        items = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
+    except (OSError, ValueError):
+        return None
+    pairs = (str(item).split("=", 1) for item in items or [] if "=" in str(item))
+    return {key.lstrip("+~"): value for key, value in pairs}
+
+
+def collect_runs(dirs: Sequence[Path]) -> tuple[list[Row], list[str], dict[str, dict[str, Any]]]:
+    """(one row per job, the settings that tell configurations apart, each job's last gradient profile)."""
+    rows, profiles = compare.collect(dirs)
+    job_dirs = compare.named_job_dirs(dirs)
+    overrides: dict[str, dict[str, str]] = {}
+    for row in rows:
+        job = read_job(job_dirs[row["job"]])
+        hparams = job.metrics.get("hparams") if isinstance(job.metrics.get("hparams"), dict) else {}
+        found = job_overrides(job_dirs[row["job"]])
+        if found is None:  # a dir Hydra did not set up: what metrics.json says the job was
+            found = {k: "" if row[k] is None else str(row[k]) for k in compare.VARIED}
+        seed = found.pop("seed", hparams.get("seed"))
+        row["seed"] = int(seed) if str(seed).lstrip("-").isdigit() else seed
+        row["data"] = hparams.get("data")
+        row["test_ppl_stateful"] = job.metrics.get("test_ppl_stateful")
+        overrides[row["job"]] = found
+    keys = list(dict.fromkeys(k for found in overrides.values() for k in found))
+    settings = [k for k in keys if len({overrides[r["job"]].get(k, "") for r in rows}) > 1]
+    settings.sort(key=lambda k: k != "model")  # the model first, the rest as typed
+    for row in rows:
+        row.update({k: overrides[row["job"]].get(k, "") for k in settings})
+    rows.sort(key=lambda r: (*(setting_order(k, r[k]) for k in settings), str(r["seed"])))
+    return rows, settings, profiles
+
+
+def setting_order(key: str, value: str) -> tuple:
+    if key == "model":
+        return display_order(value)
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def run_columns(settings: list[str]) -> list[str]:
+    """runs.csv's columns: the job, what tells it apart (settings, seed), what it was, what it measured."""
+    described = ["model", "data"] + [c for c in compare.COLUMNS if c not in ("job", "model", "status", "reason")]
+    described.insert(described.index("test_ppl") + 1, "test_ppl_stateful")
+    return ["job", *settings, "seed", *(c for c in described if c not in settings), "status", "reason"]
+
+
+def read_runs(path: Path, settings: list[str]) -> list[Row]:
+    """runs.csv back as rows: settings and names as text, the rest as numbers (empty: None)."""
+    text = TEXT_COLUMNS | set(settings)
+    return [{k: v if k in text else _number(v) for k, v in r.items()} for r in tables.read_csv(path)]
+
+
+def _number(value: str) -> Any:
+    if value == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+# --- statistics and ranking -------------------------------------------------------------------------------------
+
+
+def configurations(runs: list[Row], settings: list[str]) -> list[tuple[tuple[str, ...], list[Row]]]:
+    """Jobs grouped by their settings, in the order runs.csv lists them."""
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r[k] for k in settings), []).append(r)
+    return list(groups.items())
+
+
+def values(jobs: list[Row], metric: str) -> list[float]:
+    """The metric of every job that ended ok and has it (NaN included: a NaN mean says something broke)."""
+    return [float(r[metric]) for r in jobs if r["status"] == "ok" and isinstance(r.get(metric), int | float)]
+
+
+def mean_sd(xs: list[float]) -> tuple[float, float | None]:
+    """Mean and sample sd (n − 1); sd None for one value."""
+    return statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None
+
+
+def number(x: float) -> str:
+    if float(x).is_integer() and abs(x) < 1e15:
+        return f"{int(x):,}"
+    return f"{x:,.0f}" if abs(x) >= 1e4 else f"{x:.4g}"
+
+
+def cell(xs: list[float]) -> str:
+    """mean ± sd; one number where there is one value or every seed gave the same."""
+    if not xs:
+        return ""
+    mean, sd = mean_sd(xs)
+    if sd is None or len(set(xs)) == 1:
+        return number(xs[0])
+    return f"{number(mean)} ± {f'{sd:,.0f}' if sd >= 100 else f'{sd:.2g}'}"
+
+
+def separated(a: list[float], b: list[float]) -> bool:
+    """Whether two configurations' mean ± sd bands are disjoint (both need ≥ 2 seeds to have a band)."""
+    if len(a) < 2 or len(b) < 2:
+        return False
+    (ma, sa), (mb, sb) = mean_sd(a), mean_sd(b)
+    return ma + sa < mb - sb or mb + sb < ma - sa
+
+
+def not_ok(jobs: list[Row]) -> str:
+    counts: dict[str, int] = {}
+    for r in jobs:
+        if r["status"] != "ok":
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in counts.items())
+
+
+def rankings(runs: list[Row], manifest: dict[str, Any]) -> list[str]:
+    """One chain per value of the other settings, e.g. `data.gap=16: gru 0.99 ± 0.01 > lstm 0.97 ± 0.02 ≈ rnn …`."""
+    settings, metric, across = manifest["settings"], manifest["metric"], manifest.get("rank_across")
+    if across not in settings:
+        return []
+    higher = metric in HIGHER_IS_BETTER
+    others = [k for k in settings if k != across]
+    groups: dict[tuple[str, ...], list[tuple[str, list[Row]]]] = {}
+    for key, jobs in configurations(runs, settings):
+        named = dict(zip(settings, key, strict=True))
+        groups.setdefault(tuple(named[k] for k in others), []).append((named[across] or "(default)", jobs))
+    lines = []
+    for key, members in groups.items():
+        if len(members) < 2:  # nothing to order
+            continue
+        scored = [(label, values(jobs, metric)) for label, jobs in members]
+        ranked = sorted((m for m in scored if m[1]), key=lambda m: statistics.fmean(m[1]), reverse=higher)
+        chain = f"{ranked[0][0]} {cell(ranked[0][1])}" if ranked else ""
+        for (_, before), (label, xs) in itertools.pairwise(ranked):
+            chain += f" {('>' if higher else '<') if separated(before, xs) else '≈'} {label} {cell(xs)}"
+        failed = [f"{label} ({not_ok(jobs)})" for label, jobs in members if not values(jobs, metric)]
+        if failed:
+            chain += ("; " if chain else "") + "not ranked: " + ", ".join(failed)
+        where = ", ".join(f"{k}={v}" for k, v in zip(others, key, strict=True))
+        lines.append(f"- {where + ': ' if where else ''}{chain}")
+    return lines
+
+
+# --- the pages ------------------------------------------------------------------------------------------------
+
+
+def render_results(runs: list[Row], manifest: dict[str, Any]) -> str:
+    """results.md from runs.csv's rows and manifest.json alone."""
+    settings, metric = manifest["settings"], manifest["metric"]
+    shown = [m for m in METRICS if any(isinstance(r.get(m), int | float) for r in runs)]
+    rows = []
+    for key, jobs in configurations(runs, settings):
+        row = dict(zip(settings, key, strict=True)) | {"n": sum(r["status"] == "ok" for r in jobs)}
+        row |= {m: cell(values(jobs, m)) for m in shown}
+        row["not ok"] = not_ok(jobs)
+        rows.append(row)
+    columns = [*settings, "n", *shown] + (["not ok"] if any(r["not ok"] for r in rows) else [])
+    seeds = ", ".join(map(str, manifest.get("seeds", []))) or "none recorded"
+    commands = "\n".join(manifest.get("commands", [])) or "(not recorded)"
+    commit = manifest.get("git_commit") or "unknown"
+    lines = [
+        f"# {manifest['study']}",
+        "",
+        f"Made by `python -m seqlab.report` from the runs of (commit {commit[:12]}, seeds {seeds}):",
+        "",
+        "```",
+        commands,
+        "```",
+        "",
+    ]
+    if manifest.get("headline"):
+        lines += [manifest["headline"], ""]
+    if manifest.get("notes"):
+        lines += [f"Notes: {manifest['notes']}", ""]
+    lines += [
+        "Each cell: mean ± sd over the seeds that ended ok (sample sd, n − 1); a single number is one seed, or the "
+        "same in every seed. Versions, machine, threads and wall time: [manifest.json](manifest.json); one row "
+        "per job: [runs.csv](runs.csv).",
+        "",
+        tables.markdown_table(rows, columns, str),
+        "",
+    ]
+    ranked = rankings(runs, manifest)
+    if ranked:
+        better = "higher" if metric in HIGHER_IS_BETTER else "lower"
+        lines += [
+            f"## {metric} by {manifest['rank_across']} ({better} is better)",
+            "",
+            f"`{'>' if better == 'higher' else '<'}`: the neighbours' mean ± sd bands do not overlap; `≈`: they "
+            "overlap, or a side has fewer than 2 seeds, so the two are not separated.",
+            "",
+            *ranked,
+            "",
+        ]
+    for name, caption in manifest.get("figures", {}).items():
+        lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    lines.append(
+        f"Rebuild this page from runs.csv: `python -m seqlab.report --regenerate docs/results/{manifest['study']}`"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def render_summary(runs: list[Row], manifest: dict[str, Any]) -> str:
+    """summary.md: the study's headline and its rankings, a few lines for the README."""
+    n = sorted({sum(r["status"] == "ok" for r in jobs) for _, jobs in configurations(runs, manifest["settings"])})
+    seeds = f"{n[0]}–{n[-1]}" if len(n) > 1 and n[0] != n[-1] else str(n[0] if n else 0)
+    lines = [manifest["headline"], ""] if manifest.get("headline") else []
+    ranked = rankings(runs, manifest)
+    if ranked:
+        better = "higher" if manifest["metric"] in HIGHER_IS_BETTER else "lower"
+        lines += [f"{manifest['metric']} ({better} is better), mean ± sd over {seeds} seeds; `≈`: not separated:", ""]
+        lines += ranked
+    else:
+        lines.append(f"{len(runs)} runs, {seeds} seeds per configuration: see the table.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_results(runs: list[Row], manifest: dict[str, Any], path: Path) -> None:
+    """The metric (mean ± sd, each seed a dot) against the first numeric setting, one line per value of the
+    others; without a numeric setting, one point per configuration."""
+    settings, metric, across = manifest["settings"], manifest["metric"], manifest.get("rank_across")
+    groups = configurations(runs, settings)
+    numeric = [k for k in settings if k != across and len({key[settings.index(k)] for key, _ in groups}) > 1]
+    numeric = [k for k in numeric if all(_is_float(key[settings.index(k)]) for key, _ in groups)]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if numeric:
+        x = numeric[0]
+        lines: dict[str, list[tuple[float, list[float]]]] = {}
+        for key, jobs in groups:
+            label = ", ".join(f"{k}={v}" if k != "model" else v for k, v in zip(settings, key, strict=True) if k != x)
+            lines.setdefault(label or metric, []).append((float(key[settings.index(x)]), values(jobs, metric)))
+        for label, points in lines.items():
+            points = sorted(p for p in points if p[1])
+            if not points:
+                continue
+            means = [statistics.fmean(v) for _, v in points]
+            sds = [mean_sd(v)[1] or 0.0 for _, v in points]
+            line = ax.errorbar([p[0] for p in points], means, yerr=sds, marker="o", capsize=3, label=label)
+            for xv, vs in points:
+                ax.plot([xv] * len(vs), vs, ".", color=line[0].get_color(), alpha=0.4)
+        xs = sorted({float(key[settings.index(x)]) for key, _ in groups})
+        if min(xs) > 0 and max(xs) / min(xs) >= 8:
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])  # the values the sweep ran
+        ax.set_xlabel(x)
+        ax.legend(fontsize=8)
+    else:
+        for i, (_, jobs) in enumerate(groups):
+            vs = values(jobs, metric)
+            if vs:
+                ax.errorbar(
+                    [i], [statistics.fmean(vs)], yerr=[mean_sd(vs)[1] or 0.0], marker="o", capsize=3, color="C0"
+                )
+                ax.plot([i] * len(vs), vs, ".", color="C0", alpha=0.4)
+        labels = [", ".join(key) or manifest["study"] for key, _ in groups]
+        ax.set_xticks(range(len(groups)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(groups) - 0.5)
+    measured = [v for _, jobs in groups for v in values(jobs, metric)]
+    if measured and min(measured) > 0 and max(measured) / min(measured) > 10:
+        ax.set_yscale("log")
+    ax.set_ylabel(f"{metric} (mean ± sd; dots: seeds)")
+    ax.set_title(manifest["study"])
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    tables.save_figure(fig, path, dpi=120)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+# --- provenance -------------------------------------------------------------------------------------------------
+
+
+def sweep_command(sweep_dir: Path) -> str:
+    """`python train.py -m <overrides>` as the sweep was launched, from its multirun.yaml."""
+    try:
+        hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+        task = list(hydra.overrides.task)
+        extra = [o for o in hydra.overrides.hydra if o != "hydra.mode=MULTIRUN"]
+        script = f"{hydra.job.name}.py"
+    except (OSError, ValueError, AttributeError):
+        return f"(no multirun.yaml in {sweep_dir})"
+    return shlex.join(["python", script, "-m", *task, *extra])
+
+
+def git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    except OSError:  # not Linux
+        pass
+    import torch  # late: the other commands of this module do not need it
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cpus": os.cpu_count(), "gpu": gpu, "measured_on": "the machine that ran seqlab.report"}
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("torch", "lightning", "hydra-core", "torchmetrics", "seqlab"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def make_manifest(dirs: Sequence[Path], study: str, runs: list[Row], settings: list[str], **choices: Any) -> dict:
+    job_dirs = [d for root in dirs for d in find_job_dirs(root)]
+    metrics = [read_job(d).metrics for d in job_dirs]
+    finished = [(d / "metrics.json").stat().st_mtime for d in job_dirs if (d / "metrics.json").is_file()]
+    started = [(d / ".hydra").stat().st_mtime for d in job_dirs if (d / ".hydra").is_dir()]
+    wall = [m["wall_s"] for m in metrics if isinstance(m.get("wall_s"), int | float)]
+    return {
+        "study": study,
+        "commands": [sweep_command(Path(d)) for d in dirs],
+        "sweep_dirs": [str(d) for d in dirs],
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "seeds": sorted({r["seed"] for r in runs if r["seed"] not in (None, "")}, key=str),
+        "jobs": len(runs),
+        "versions": versions(),
+        "machine": machine(),
+        "threads": sorted({m["threads"] for m in metrics if isinstance(m.get("threads"), int)}),
+        "wall_s": {
+            "jobs_total": round(sum(wall), 1),
+            "sweep": round(max(finished) - min(started), 1) if finished and started else None,
+        },
+        "date": _iso(max(finished)) if finished else None,
+        "reported": _iso(time.time()),
+        "settings": settings,
+    } | choices
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
+
+
+# --- writing, regenerating, checking ----------------------------------------------------------------------------
+
+
+def default_metric(runs: list[Row]) -> str:
+    for metric in ("recall_acc", "excess_loss", "best_val_ppl"):
+        if any(isinstance(r.get(metric), int | float) for r in runs):
+            return metric
+    return "best_val_ppl"
+
+
+def report(
+    dirs: Sequence[Path],
+    study: str,
+    out: Path,
+    metric: str | None = None,
+    rank_across: str | None = "model",
+    notes: str = "",
+    headline: str = "",
+) -> dict[str, Any]:
+    """Write runs.csv, manifest.json, the pages and the figures of one study into `out`; return the manifest."""
+    rows, settings, profiles = collect_runs(dirs)
+    out.mkdir(parents=True, exist_ok=True)
+    tables.write_csv(rows, out / "runs.csv", run_columns(settings))
+    runs = read_runs(out / "runs.csv", settings)  # the pages come from what was written, as --regenerate's will
+    if rank_across == "model" and "model" not in settings:
+        rank_across = settings[0] if settings else None
+    figures = {"results.png": f"{metric or default_metric(runs)} by configuration"}
+    first_seeds = {}  # one curve per configuration: its first seed's
+    for r in rows:
+        first_seeds.setdefault(tuple(r[k] for k in settings), r)
+    shown = [r for r in first_seeds.values() if r["job"] in profiles]
+    if shown:
+        compare.plot_grad_profiles({r["job"]: profiles[r["job"]] for r in shown}, out / "grad_profiles.png", shown)
+        figures["grad_profiles.png"] = (
+            "gradient of the last position's loss by distance, the first seed of each configuration"
+        )
+    manifest = make_manifest(
+        dirs,
+        study,
+        runs,
+        settings,
+        metric=metric or default_metric(runs),
+        rank_across=rank_across,
+        figures=figures,
+        notes=notes,
+        headline=headline,
+    )
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    regenerate(out)
+    return manifest
+
+
+def load_study(study_dir: Path) -> tuple[list[Row], dict[str, Any]]:
+    manifest = json.loads((study_dir / "manifest.json").read_text())
+    return read_runs(study_dir / "runs.csv", manifest["settings"]), manifest
+
+
+def pages(study_dir: Path) -> dict[str, str]:
+    runs, manifest = load_study(study_dir)
+    return {"results.md": render_results(runs, manifest), "summary.md": render_summary(runs, manifest)}
+
+
+def regenerate(study_dir: Path) -> None:
+    """results.md, summary.md and results.png again from runs.csv and manifest.json."""
+    runs, manifest = load_study(study_dir)
+    (study_dir / "results.md").write_text(render_results(runs, manifest))
+    (study_dir / "summary.md").write_text(render_summary(runs, manifest))
+    plot_results(runs, manifest, study_dir / "results.png")
+
+
+def differences(study_dir: Path) -> list[str]:
+    """The pages of a study that differ from what its runs.csv and manifest.json give (e.g. a hand-edited number)."""
+    found = []
+    for name, text in pages(study_dir).items():
+        path = study_dir / name
+        if not path.is_file() or path.read_text() != text:
+            found.append(name)
+    return found
+
+
+def studies(root: Path = RESULTS) -> list[Path]:
+    return sorted(p.parent for p in root.glob("*/manifest.json"))
+
+
+def readme_block(readme: Path, root: Path = RESULTS) -> str:
+    """The README's results block: each study's summary (regenerated from its runs.csv) with a link to its page."""
+    found = studies(root)
+    order = {d: json.loads((d / "manifest.json").read_text()).get("order", 100) for d in found}
+    parts = [MARKERS[0], "<!-- made by `python -m seqlab.report --readme README.md` from docs/results/*/runs.csv -->"]
+    for study_dir in sorted(found, key=lambda d: (order[d], d.name)):
+        link = os.path.relpath(study_dir / "results.md", readme.resolve().parent)
+        parts += [
+            "",
+            f"**{study_dir.name}** ([table and figures]({link}))",
+            "",
+            pages(study_dir)["summary.md"].rstrip(),
+        ]
+    return "\n".join([*parts, MARKERS[1]])
+
+
+def current_readme_block(text: str) -> str | None:
+    """The block between the markers (markers included) as it stands, or None when the README has none."""
+    start, end = text.find(MARKERS[0]), text.find(MARKERS[1])
+    return text[start : end + len(MARKERS[1])] if start != -1 and end > start else None
+
+
+def update_readme(readme: Path, root: Path = RESULTS) -> bool:
+    """Rewrite the README's results block; False when it has no markers."""
+    text = readme.read_text()
+    block = current_readme_block(text)
+    if block is None:
+        return False
+    readme.write_text(text.replace(block, readme_block(readme, root)))
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m seqlab.report", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="*", type=Path, help="sweep dirs of one study")
+    parser.add_argument("--study", help="the study's name: docs/results/<study>/")
+    parser.add_argument("--out", type=Path, default=None, help="default: docs/results/<study>")
+    parser.add_argument(
+        "--metric", default=None, help="ranked metric (default recall_acc, excess_loss or best_val_ppl)"
+    )
+    parser.add_argument("--rank-across", default="model", help="the setting to rank (default model; none: no ranking)")
+    parser.add_argument("--notes", default="", help='free text for the manifest, e.g. "one seed: ~2 h per run"')
+    parser.add_argument("--headline", default="", help="a sentence above the study's summary")
+    parser.add_argument("--regenerate", nargs="+", type=Path, metavar="STUDY_DIR", help="rebuild pages from runs.csv")
+    parser.add_argument(
+        "--check", nargs="?", const=RESULTS, type=Path, metavar="RESULTS_DIR", help="exit 1 on a stale page"
+    )
+    parser.add_argument("--readme", type=Path, help="rewrite this README's results block")
+    args = parser.parse_args(argv)
+    if args.regenerate:
+        for study_dir in args.regenerate:
+            if not (study_dir / "runs.csv").is_file() or not (study_dir / "manifest.json").is_file():
+                print(f"error: {study_dir}: no runs.csv and manifest.json", file=sys.stderr)
+                return 2
+            regenerate(study_dir)
+            print(f"regenerated {study_dir}/results.md, summary.md, results.png")
+        return 0
+    if args.check is not None:
+        stale = [f"{d}/{name}" for d in studies(args.check) for name in differences(d)]
+        for page in stale:
+            print(f"stale: {page} differs from its runs.csv (python -m seqlab.report --regenerate)", file=sys.stderr)
+        return 1 if stale else 0
+    if args.readme is not None:
+        if not args.readme.is_file() or not update_readme(args.readme):
+            print(f"error: {args.readme}: no {MARKERS[0]} … {MARKERS[1]} block", file=sys.stderr)
+            return 2
+        print(f"rewrote the results block of {args.readme}")
+        return 0
+    if not args.dirs or not args.study:
+        parser.error("give sweep dirs and --study NAME (or --regenerate, --check, --readme)")
+    if not STUDY_NAME.fullmatch(args.study):
+        print(f"error: --study {args.study!r}: letters, digits, '_', '-' and '.' only", file=sys.stderr)
+        return 2
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not any(find_job_dirs(d) for d in args.dirs):
+        print(f"error: no jobs (metrics.json or .hydra/) under {', '.join(map(str, args.dirs))}", file=sys.stderr)
+        return 2
+    out = args.out or RESULTS / args.study
+    rank_across = None if args.rank_across.lower() == "none" else args.rank_across
+    manifest = report(args.dirs, args.study, out, args.metric, rank_across, args.notes, args.headline)
+    print(f"{manifest['jobs']} jobs, seeds {manifest['seeds']} -> {out}/results.md, runs.csv, manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
