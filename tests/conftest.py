@@ -11,22 +11,33 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("SEQLAB_DATA_DIR", ROOT.parent / "shared" / "data"))
+# the quick start's download dir (conf/paths/default.yaml: ./data in the checkout, or SEQLAB_DATA_DIR), so a user
+# who ran the quick start also runs the tests that need a whole corpus
+DATA_DIR = Path(os.environ.get("SEQLAB_DATA_DIR", ROOT / "data"))
 SHAKESPEARE = DATA_DIR / "tinyshakespeare" / "input.txt"
+# committed with the tests: the first 60 kB of Tiny Shakespeare (public domain; karpathy/char-rnn's input.txt)
+SAMPLE = Path(__file__).parent / "data" / "tinyshakespeare_head.txt"
 
 
 @pytest.fixture(scope="session")
 def shakespeare_text() -> str:
+    """The whole corpus, for tests whose point is Tiny Shakespeare itself (its splits, its counts)."""
     if not SHAKESPEARE.is_file():
-        pytest.skip(f"Tiny Shakespeare not found under {DATA_DIR}; set SEQLAB_DATA_DIR")
+        pytest.skip(f"Tiny Shakespeare not found under {DATA_DIR}: run the quick start, or set SEQLAB_DATA_DIR")
     return SHAKESPEARE.read_text()
 
 
+@pytest.fixture(scope="session")
+def sample_text() -> str:
+    """~60k chars of real text, always here (tests/data/): for every test that needs some text, not the corpus."""
+    return SAMPLE.read_text()
+
+
 @pytest.fixture
-def tiny_text(tmp_path: Path, shakespeare_text: str) -> Path:
+def tiny_text(tmp_path: Path, sample_text: str) -> Path:
     """~30k chars of real text: enough for a few chunks in every split, small enough to train in seconds."""
     path = tmp_path / "tiny.txt"
-    path.write_text(shakespeare_text[:30_000])
+    path.write_text(sample_text[:30_000])
     return path
 
 

@@ -62,10 +62,10 @@ def _scalars(acc: EventAccumulator, tag: str) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, shakespeare_text: str) -> Path:
+def run_dir(tmp_path_factory, sample_text: str) -> Path:
     tmp = tmp_path_factory.mktemp("run")
     text = tmp / "tiny.txt"
-    text.write_text(shakespeare_text[:20_000])
+    text.write_text(sample_text[:20_000])
     out = tmp / "out"
     cmd = [
         sys.executable,

@@ -38,9 +38,9 @@ def tree(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def text(tmp_path_factory: pytest.TempPathFactory, shakespeare_text: str) -> Path:
+def text(tmp_path_factory: pytest.TempPathFactory, sample_text: str) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny.txt"
-    path.write_text(shakespeare_text[:30_000])
+    path.write_text(sample_text[:30_000])
     return path
 
 

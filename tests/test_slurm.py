@@ -24,9 +24,9 @@ ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
 
 
 @pytest.fixture(scope="module")
-def short_text(tmp_path_factory: pytest.TempPathFactory, shakespeare_text: str) -> Path:
+def short_text(tmp_path_factory: pytest.TempPathFactory, sample_text: str) -> Path:
     path = tmp_path_factory.mktemp("data") / "short.txt"
-    path.write_text(shakespeare_text[:9000])  # as tests/test_resume.py: 10 batches of 16 x 32 per epoch
+    path.write_text(sample_text[:9000])  # as tests/test_resume.py: 10 batches of 16 x 32 per epoch
     return path
 
 

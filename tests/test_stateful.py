@@ -141,9 +141,9 @@ RESULTS += ("test_loss_stateful", "test_ppl_stateful")
 
 
 @pytest.fixture
-def short_text(tmp_path: Path, shakespeare_text: str) -> Path:
+def short_text(tmp_path: Path, sample_text: str) -> Path:
     path = tmp_path / "short.txt"
-    path.write_text(shakespeare_text[:9000])  # 16 stream batches of 16 x 32 a pass
+    path.write_text(sample_text[:9000])  # 16 stream batches of 16 x 32 a pass
     return path
 
 
