@@ -17,7 +17,7 @@ from helpers import checkpoint_step, run_env
 
 optuna = pytest.importorskip("optuna", reason='Optuna is optional: pip install -e ".[tune]"')
 
-from seqlab.launch.tune import load_study, open_storage, parse_param, trial_dirname  # noqa: E402 (after the skip)
+from seqlab.launch.tune import load_study, main, open_storage, parse_param, trial_dirname  # noqa: E402 (after the skip)
 
 QUICK = [
     "data=text_file",
@@ -120,3 +120,42 @@ def test_study_with_pruning_killed_and_continued(tiny_text: Path, tmp_path: Path
     best_row = next(row for job, row in rows.items() if job.endswith(Path(best.user_attrs["run_dir"]).name))
     assert best_row["status"] == "ok" and float(best_row["best_val_ppl"]) == pytest.approx(2.718281828**best.value)
     assert len(rows) == 4
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--param", "optim.lrr=1e-4:1e-2:log"], "error: optim.lrr: no such setting in the config (misspelled? "),
+        (["model.hiden_size=8"], "error: model.hiden_size: no such setting in the config"),
+        (["+model.hiden_size=8"], "error: model.hiden_size: seqlab.models.rnn.RNN takes no such setting"),
+        (["model=nonesuch"], "error: In 'train': Could not find 'model/nonesuch'; Available options in 'model': "),
+        (["--param", "optim.lr=0:0.1"], "error: optim.lr=0.0: must be a positive number"),  # the low end
+        (["--param", "model.dropout=0:1", "model=lstm"], "error: model.dropout=1.0: must be a number in [0, 1)"),
+        (["trainer.max_steps=5", "schedule=cosine"], "error: schedule.scheduler.warmup_steps=100: longer than"),
+    ],
+)
+def test_a_bad_key_or_value_is_one_line_before_the_study_exists(
+    argv: list[str], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A misspelled key used to fail inside the first trial: Optuna's tracebacks, and a journal left behind."""
+    study_dir = tmp_path / "study"
+    assert main([str(study_dir), "--trials", "1", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1
+    assert not study_dir.exists()  # no journal, no trial dir
+
+
+def test_a_study_dir_that_is_a_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    assert main([str(path), "--trials", "1"]) == 2
+    assert capsys.readouterr().err == f"error: {path}: is a file, not a study dir\n"
+    assert path.read_text() == "mine"
+
+
+def test_the_cli_says_a_misspelled_param_in_one_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "seqlab.tune", str(tmp_path / "study"), "--param", "optim.lrr=1e-4:1e-2:log"]
+    done = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: optim.lrr: no such setting in the config") and done.stderr.count("\n") == 1
+    assert not (tmp_path / "study").exists()

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -33,6 +34,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
+from seqlab.errors import ConfigError
 from seqlab.launch.slurm import job_key, quiet_sacct
 from seqlab.paths import CONF
 
@@ -98,10 +100,66 @@ def trial_dirname(number: int, params: dict[str, Any]) -> str:
     return f"{number:03d}_{values}".replace("/", "_")[:200]
 
 
-def run_trial(trial: optuna.Trial, args: argparse.Namespace) -> float:
+def trial_overrides(args: argparse.Namespace, params: dict[str, Any]) -> list[str]:
+    overrides = [*args.overrides, *(f"{k}={v}" for k, v in params.items())]
+    if not any(o.startswith("threads=") for o in args.overrides):
+        overrides.append(
+            f"threads={max((os.cpu_count() or 1) // args.workers, 1)}" if not args.slurm else "threads=null"
+        )
+    return overrides
+
+
+def trial_config(args: argparse.Namespace, overrides: list[str], run_dir: Path) -> Any:
+    """The config `train.py <overrides>` would run, as one job of the study, writing into run_dir."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(args.config_dir), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = cfg.paths.output_dir = str(run_dir)
+        cfg.hydra.mode = RunMode.MULTIRUN  # a job among others: train() reports a failure instead of exiting
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def check_study(args: argparse.Namespace) -> None:
+    """The trials' config, checked before the study (its dir, its journal) exists: a misspelled key in --param
+    or in an override, or a value out of range at either end of a --param, is one line now rather than a
+    traceback per worker once the first trial starts. Data (a file's contents) is still checked by each run."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from seqlab.config import check_config
+
+    def end(spec: dict[str, Any], i: int) -> Any:
+        if "choices" in spec:
+            return spec["choices"][i]
+        value = spec["low"] if i == 0 else spec["high"]
+        return int(value) if spec["int"] else value
+
+    for i in (0, -1):  # the trial of every --param's low end (first choice), then its high end (last choice)
+        overrides = trial_overrides(args, {key: end(spec, i) for key, spec in args.space.items()})
+        try:
+            check_config(trial_config(args, overrides, args.study_dir / "check"))  # composes; writes nothing
+        except (HydraException, OmegaConfBaseException) as err:
+            raise ConfigError(composition_problem(str(err))) from None
+
+
+def composition_problem(text: str) -> str:
+    """Hydra's message for an override it cannot apply, in one line."""
+    key = re.match(r"Could not override '([^']+)'", text)
+    if key:
+        return f"{key[1]}: no such setting in the config (misspelled? a new key is written +{key[1]}=...)"
+    lines = [line.strip() for line in text.split("Config search path")[0].splitlines() if line.strip()]
+    if len(lines) > 2 and lines[1].startswith("Available options"):
+        return f"{lines[0]}; {lines[1].rstrip(':')}: {', '.join(lines[2:])}"
+    return lines[0] if lines else text
+
+
+def run_trial(trial: optuna.Trial, args: argparse.Namespace) -> float:
     from omegaconf import open_dict
 
     from seqlab.training.run import train
@@ -111,28 +169,20 @@ def run_trial(trial: optuna.Trial, args: argparse.Namespace) -> float:
     run_dir = Path(trial.user_attrs.get("run_dir") or args.study_dir / trial_dirname(trial.number, params))
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", worker_id())
-    overrides = [*args.overrides, *(f"{k}={v}" for k, v in params.items())]
-    if not any(o.startswith("threads=") for o in args.overrides):
-        overrides.append(
-            f"threads={max((os.cpu_count() or 1) // args.workers, 1)}" if not args.slurm else "threads=null"
-        )
+    overrides = trial_overrides(args, params)
     last = run_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         overrides.append(f"ckpt_path='{last}'")  # quoted: trial dirs hold '=' and ','
-    with initialize_config_dir(config_dir=str(args.config_dir), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    cfg = trial_config(args, overrides, run_dir)
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = cfg.paths.output_dir = str(run_dir)
-        cfg.hydra.mode = RunMode.MULTIRUN  # a job among others: train() reports a failure instead of exiting
         cfg.callbacks.prune = {
             "_target_": "seqlab.training.callbacks.prune.PruneOnValLoss",
             "journal": str(args.journal),
             "study_name": args.study_name,
-            "trial_id": trial._trial_id,
+            "trial_number": trial.number,
             "startup_trials": args.startup_trials,
             "warmup_steps": args.warmup_steps,
         }
-    HydraConfig().set_config(cfg)
     (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
     log.info("trial %d: %s -> %s", trial.number, " ".join(overrides), run_dir)
@@ -187,7 +237,7 @@ def retry_orphans(study: optuna.Study) -> None:
         worker = trial.user_attrs.get("worker")
         if worker is None or worker_alive(worker):
             continue
-        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        study.tell(trial.number, state=TrialState.FAIL)
         attrs = {"run_dir": trial.user_attrs["run_dir"], "retry_of": trial.number}
         study.enqueue_trial(trial.params, user_attrs=attrs, skip_if_exists=False)
         log.warning(
@@ -291,14 +341,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides
     args.space = dict(args.param) or {"optim.lr": parse_param("optim.lr=1e-4:3e-2:log")[1]}
     args.study_dir = args.study_dir.resolve()
-    args.study_dir.mkdir(parents=True, exist_ok=True)
     args.journal = args.study_dir / "journal.log"
     args.study_name = args.study_name or args.study_dir.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s")
-    if args.worker is not None:
+    if args.worker is not None:  # --workers' process i: its parent checked the config
         work(args, args.worker)
         return 0
+    try:
+        if args.study_dir.exists() and not args.study_dir.is_dir():
+            raise ConfigError(f"{args.study_dir}: is a file, not a study dir")
+        check_study(args)
+        args.study_dir.mkdir(parents=True, exist_ok=True)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a parent that is a file, a read-only dir
+        print(f"error: cannot make {args.study_dir}: {err.strerror}", file=sys.stderr)
+        return 2
     study = load_study(args)
     retry_orphans(study)
     if finished(study) < args.trials:
