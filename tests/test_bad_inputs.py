@@ -44,6 +44,10 @@ BAD_VALUES = {
     "emb_dim < 0": (["model.emb_dim=-3"], "model.emb_dim=-3: must be a positive integer"),
     "hidden_size a word": (["model.hidden_size=big"], "model.hidden_size=big: must be an integer"),
     "hidden_size a bool": (["model.hidden_size=true"], "model.hidden_size=true: must be an integer"),
+    "hidden_size too big": (  # W_hh alone would be 4e18 bytes: the allocator refuses it at once
+        ["model.hidden_size=1000000000"],
+        "model.hidden_size=1000000000: the model's parameters do not fit in memory (the allocator refused ",
+    ),
     "radius a word": (["model.recurrent_radius=big"], "model.recurrent_radius=big: must be a number or null"),
     "radius inf": (["model.recurrent_radius=inf"], "model.recurrent_radius=inf: must be a finite number"),
     "unknown model key": (["+model.hiden_size=8"], "model.hiden_size: seqlab.models.rnn.RNN takes no such setting"),

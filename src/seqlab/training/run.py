@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -58,6 +59,21 @@ def _as_config_error(err: InstantiationException, target: Any) -> Exception:
     if isinstance(cause, ValueError | MisconfigurationException):
         return ConfigError(f"{target}: {cause}")
     return err
+
+
+def out_of_memory(err: BaseException | None) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in str(err)  # CPU: a RuntimeError
+
+
+def too_big(model: DictConfig, err: BaseException) -> ConfigError:
+    """A model whose parameters the allocator refused (e.g. model.hidden_size=1000000000): one line naming its
+    width. Caught where the model is built rather than estimated beforehand: the allocator knows this machine."""
+    sizes = {k: v for k, v in model.items() if isinstance(v, int) and not isinstance(v, bool)}
+    key = "hidden_size" if "hidden_size" in sizes else max(sizes, key=sizes.get, default=None)
+    asked = re.search(r"allocate (\d+) bytes", str(err))
+    refused = f"{int(asked[1]) / 2**30:,.0f} GiB for one tensor" if asked else "its memory"
+    named = f"model.{key}={sizes[key]}" if key else "model"
+    return ConfigError(f"{named}: the model's parameters do not fit in memory (the allocator refused {refused})")
 
 
 def _choice(group: str, default: str) -> str:
@@ -124,6 +140,8 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
             schedule=OmegaConf.to_container(cfg.schedule, resolve=True) if cfg.get("schedule") else None,
         )
     except InstantiationException as err:  # the model refused its sizes (e.g. heads not dividing the width)
+        if out_of_memory(err.__cause__):
+            raise too_big(cfg.model, err.__cause__) from None
         raise _as_config_error(err, cfg.model._target_) from None
     system.vocab = datamodule.vocab
     datamodule.save_vocab(out_dir / "vocab.json")  # after the model accepted its sizes: a refused one writes nothing
