@@ -3,6 +3,7 @@
 Reads every job's metrics.json (jobs without one are listed as `missing`) and the last line of its
 grad_profile.jsonl, and writes comparison.csv, comparison.md, ppl_vs_hidden.png, ppl_vs_context.png,
 params_vs_context.png and grad_profiles.png. Failed and diverged jobs stay in the table with their reason.
+One row per job: for seeds grouped into mean ± sd, and a study's page under docs/results/, see seqlab.report.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt
-from omegaconf import OmegaConf
+import yaml
 
 from seqlab.analysis import compare, tables
 from seqlab.launch.sweep import find_job_dirs, read_job
@@ -85,10 +85,10 @@ Row = dict[str, Any]
 def job_overrides(job_dir: Path) -> dict[str, str] | None:
     """The job's command-line overrides as {key: value} (both as typed), or None without .hydra/overrides.yaml."""
     try:
-        items = OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml"))
-    except (OSError, ValueError):
+        items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+    except (OSError, ValueError, yaml.YAMLError):
         return None
-    pairs = (str(item).split("=", 1) for item in items or [] if "=" in str(item))
+    pairs = (str(item).split("=", 1) for item in items if "=" in str(item)) if isinstance(items, list) else ()
     return {key.lstrip("+~"): value for key, value in pairs}
 
 
@@ -113,7 +113,7 @@ def collect_runs(dirs: Sequence[Path]) -> tuple[list[Row], list[str], dict[str, 
     settings.sort(key=lambda k: k != "model")  # the model first, the rest as typed
     for row in rows:
         row.update({k: overrides[row["job"]].get(k, "") for k in settings})
-    rows.sort(key=lambda r: (*(setting_order(k, r[k]) for k in settings), str(r["seed"])))
+    rows.sort(key=lambda r: (*(setting_order(k, r[k]) for k in settings), setting_order("seed", str(r["seed"]))))
     return rows, settings, profiles
 
 
@@ -367,14 +367,15 @@ def _is_float(text: str) -> bool:
 
 
 def sweep_command(sweep_dir: Path) -> str:
-    """`python train.py -m <overrides>` as the sweep was launched, from its multirun.yaml."""
+    """`python train.py -m <overrides>` as the sweep was launched, from its multirun.yaml (read as plain YAML:
+    its interpolations, e.g. ${now:...}, stay as written)."""
     try:
-        hydra = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
-        task = list(hydra.overrides.task)
-        extra = [o for o in hydra.overrides.hydra if o != "hydra.mode=MULTIRUN"]
-        script = f"{hydra.job.name}.py"
-    except (OSError, ValueError, AttributeError):
-        return f"(no multirun.yaml in {sweep_dir})"
+        hydra = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]
+        task = [str(o) for o in hydra["overrides"]["task"]]
+        extra = [str(o) for o in hydra["overrides"]["hydra"] if o != "hydra.mode=MULTIRUN"]
+        script = f"{hydra['job']['name']}.py"
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return f"(no readable multirun.yaml in {sweep_dir})"
     return shlex.join(["python", script, "-m", *task, *extra])
 
 
@@ -458,6 +459,7 @@ def report(
     rank_across: str | None = "model",
     notes: str = "",
     headline: str = "",
+    order: int = 100,
 ) -> dict[str, Any]:
     """Write runs.csv, manifest.json, the pages and the figures of one study into `out`; return the manifest."""
     rows, settings, profiles = collect_runs(dirs)
@@ -486,6 +488,7 @@ def report(
         figures=figures,
         notes=notes,
         headline=headline,
+        order=order,
     )
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     regenerate(out)
@@ -567,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rank-across", default="model", help="the setting to rank (default model; none: no ranking)")
     parser.add_argument("--notes", default="", help='free text for the manifest, e.g. "one seed: ~2 h per run"')
     parser.add_argument("--headline", default="", help="a sentence above the study's summary")
+    parser.add_argument("--order", type=int, default=100, help="place in the README's results (then by name)")
     parser.add_argument("--regenerate", nargs="+", type=Path, metavar="STUDY_DIR", help="rebuild pages from runs.csv")
     parser.add_argument(
         "--check", nargs="?", const=RESULTS, type=Path, metavar="RESULTS_DIR", help="exit 1 on a stale page"
@@ -606,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = args.out or RESULTS / args.study
     rank_across = None if args.rank_across.lower() == "none" else args.rank_across
-    manifest = report(args.dirs, args.study, out, args.metric, rank_across, args.notes, args.headline)
+    manifest = report(args.dirs, args.study, out, args.metric, rank_across, args.notes, args.headline, args.order)
     print(f"{manifest['jobs']} jobs, seeds {manifest['seeds']} -> {out}/results.md, runs.csv, manifest.json")
     return 0
 
