@@ -69,7 +69,9 @@ class DeltaLayer(nn.Module):
         Then O = γ Q M_0 + (Q Kᵀ ⊙ Γ) U and M_C = γ_C M_0 + (K γ_C/γ)ᵀ U. q, k, v (B, T, H, d), β, log α
         (B, T, H), M (B, H, d, d) -> o (B, T, H, d), M_T."""
         T, d = q.shape[1], q.shape[-1]
-        C, pad = self.chunk, -T % self.chunk
+        n_chunks = -(-T // self.chunk)
+        C = -(-T // n_chunks)  # chunks of at most chunk_size, as even as can be: little padding to compute
+        pad = n_chunks * C - T
         # padded steps write nothing (β = 0) and keep M (α = 1): M after them is M_T
         q, k, v = (F.pad(t, (0, 0, 0, 0, 0, pad)).transpose(1, 2).unflatten(2, (-1, C)) for t in (q, k, v))
         beta, g = (F.pad(t, (0, 0, 0, pad)).transpose(1, 2).unflatten(2, (-1, C)) for t in (beta, log_alpha))
