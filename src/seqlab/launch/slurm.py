@@ -89,7 +89,8 @@ def quiet_sacct() -> None:
     if accounting_disabled():
         from submitit import SlurmJob
 
-        SlurmJob.watcher._make_command = lambda: None  # type: ignore[method-assign]  # nothing to ask
+        # submitit has no setting that skips sacct: its watcher's command builder, made to ask nothing
+        SlurmJob.watcher._make_command = lambda: None  # type: ignore[method-assign]  # private: see above
         log.info("this SLURM cluster keeps no accounting: job states come from their result files")
 
 

@@ -108,12 +108,16 @@ class ResumeCheckpoint(Checkpoint):
         self.stop_requested, self.signum = True, signum
 
     def _will_validate(self, trainer: L.Trainer) -> bool:
-        epoch_loop = trainer.fit_loop.epoch_loop
-        if not epoch_loop._should_check_val_epoch():
+        every = trainer.check_val_every_n_epoch  # Lightning's test of the epoch, from public attributes
+        if not trainer.enable_validation or (every is not None and (trainer.current_epoch + 1) % every):
             return False
         # LanguageModel stops at max_steps in its own on_train_batch_end, which runs after this hook
-        budget_spent = trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
-        return budget_spent or epoch_loop._should_check_val_fx(trainer.fit_loop._data_fetcher)
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            return True
+        # Lightning has no public "does this batch end in a validation?" (val_check_interval, the last batch,
+        # early stopping): ask its loop's own test, the one the loop acts on next
+        data_fetcher = trainer.fit_loop._data_fetcher  # private: the argument of that test
+        return trainer.fit_loop.epoch_loop._should_check_val_fx(data_fetcher)  # private: no public equivalent
 
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # the whole state; also keeps Lightning quiet

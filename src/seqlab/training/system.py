@@ -117,7 +117,8 @@ class LanguageModel(L.LightningModule):
             self.grad_norms, self.grad_norm = {}, None
             return
         named = [(name, p.grad) for name, p in self.named_parameters() if p.grad is not None]
-        norms = torch._foreach_norm([g for _, g in named])  # one fused pass over all gradients
+        # private: one fused pass for every tensor's norm; torch's public get_total_norm returns only the total
+        norms = torch._foreach_norm([g for _, g in named])  # private: see above
         self.grad_norms = dict(zip([n for n, _ in named], norms, strict=True))
         norm = torch.linalg.vector_norm(torch.stack(list(self.grad_norms.values())))
         self.grad_norm = norm
