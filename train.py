@@ -1,9 +1,5 @@
 """Train one model, or sweep many with -m. Examples: `python train.py model=rnn`, `python train.py -m experiment=baselines`."""
 
-from seqlab.launch.openmp import sleep_when_idle
-
-sleep_when_idle()  # before anything imports torch (see seqlab/launch/openmp.py): 2 threads on a shared machine
-
 import hydra
 from omegaconf import DictConfig
 

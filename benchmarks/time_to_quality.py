@@ -17,9 +17,8 @@ recurrent model, `stateful`: the state carried across the whole split. The refer
 from __future__ import annotations
 
 from seqlab.launch.malloc import keep_freed_memory
-from seqlab.launch.openmp import sleep_when_idle
 
-sleep_when_idle()  # the thread settings train.py runs with
+# no OpenMP settings here: the runs inherit this environment, and train.py picks its own threads
 keep_freed_memory()  # as seqlab.training.run.train does: every path keeps its freed memory (seqlab/launch/malloc.py)
 
 import argparse

@@ -1,6 +1,8 @@
 from seqlab.launch.openmp import sleep_when_idle
 
-sleep_when_idle()  # before any test imports torch: 2 torch threads must not spin against a busy core
+# before any test imports torch: tests run torch outside train() (which picks its threads from the free cores,
+# seqlab.launch.threads) on a machine shared with other jobs, where 2 spinning threads collapse
+sleep_when_idle()
 
 import os
 from pathlib import Path

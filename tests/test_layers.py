@@ -9,7 +9,8 @@ import pytest
 from seqlab.paths import ROOT
 
 LAUNCH = ["seqlab.launch.openmp", "seqlab.launch.malloc", "seqlab.launch.rundir", "seqlab.launch.slurm"]
-LAUNCH += ["seqlab.launch.sweep", "seqlab.launch.tune", "seqlab.config", "seqlab.paths", "seqlab.errors"]
+LAUNCH += ["seqlab.launch.sweep", "seqlab.launch.threads", "seqlab.launch.tune", "seqlab.config", "seqlab.paths"]
+LAUNCH += ["seqlab.errors"]
 
 
 def test_the_launch_layer_imports_no_torch() -> None:

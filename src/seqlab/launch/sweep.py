@@ -101,10 +101,9 @@ def in_multirun() -> bool:
         return False
 
 
-def threads_from_config(cfg: DictConfig) -> int | None:
-    """`threads` when set; otherwise what the current Hydra launcher implies (see threads_per_job)."""
-    if cfg.get("threads") is not None:
-        return int(cfg.threads)
+def launcher_share() -> int | None:
+    """This job's share of the cores under the current Hydra launcher (see threads_per_job): an upper bound
+    for seqlab.launch.threads, which takes the cores free at the start and re-checks them."""
     try:
         return threads_per_job(HydraConfig.get().launcher)
     except ValueError:  # no Hydra context: a script or a notebook

@@ -32,8 +32,10 @@ from seqlab.launch.malloc import keep_freed_memory
 from seqlab.launch.malloc import setting as malloc_setting
 from seqlab.launch.openmp import settings as openmp_settings
 from seqlab.launch.slurm import job_key, restarts
-from seqlab.launch.sweep import in_multirun, job_plan, threads_from_config
+from seqlab.launch.sweep import in_multirun, job_plan, launcher_share
+from seqlab.launch.threads import plan_threads, read_cpu_times
 from seqlab.training.callbacks.progress import quiet_lightning
+from seqlab.training.callbacks.threads import DEFAULT_THREADS, FreeCoreThreads
 from seqlab.training.callbacks.wall_clock import WallClockCurve
 from seqlab.training.dashboard import add_dashboard
 from seqlab.training.resume import AtomicCheckpointIO, resume_checkpoint, save_run_config
@@ -115,7 +117,9 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> None:
+def fit_and_test(
+    cfg: DictConfig, out_dir: Path, metrics: dict[str, Any], threads: FreeCoreThreads | None = None
+) -> None:
     """Everything a run does; fills `metrics` as it goes, so a failure still reports what was reached."""
     datamodule: TokenDataModule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -161,6 +165,7 @@ def fit_and_test(cfg: DictConfig, out_dir: Path, metrics: dict[str, Any]) -> Non
     )
 
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    callbacks += [threads] if threads is not None else []  # torch threads from the free cores (FreeCoreThreads)
     callbacks += datamodule.callbacks()  # what the source scores beyond the loss: excess_loss, recall_acc, …
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=logger, plugins=[AtomicCheckpointIO()])
@@ -229,6 +234,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and write its metrics.json. A single run exits non-zero on failure; in a sweep the job
     records its status and returns, so the other jobs go on (the sweep's exit code is set at its end)."""
     started, load_at_start = time.perf_counter(), round(os.getloadavg()[0], 2)
+    cpu_at_start = read_cpu_times()  # where the window the thread count is chosen from begins
+    threads: FreeCoreThreads | None = None
     quiet_lightning()
     keep_freed_memory()  # no page faults for the same activations every step (seqlab/launch/malloc.py)
     if logging.getLogger().hasHandlers():  # Hydra's handlers print and file everything; Lightning's would repeat it
@@ -268,10 +275,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 cfg.ckpt_path = str(out_dir / "checkpoints" / "last.ckpt")
     try:
         check_config(cfg)  # every value, before anything is built
-        threads = threads_from_config(cfg)
-        if threads is not None:  # before any torch work, so parallel jobs do not each take every core
-            torch.set_num_threads(threads)
-        fit_and_test(cfg, out_dir, metrics)
+        threads = FreeCoreThreads(plan_threads(cfg.get("threads"), launcher_share(), DEFAULT_THREADS), cpu_at_start)
+        torch.set_num_threads(threads.threads)  # before any torch work: parallel jobs do not each take every core
+        fit_and_test(cfg, out_dir, metrics, threads)
         metrics["status"] = "ok"
     except ConfigError as err:
         metrics.update(status="bad_config", reason=str(err))
@@ -307,9 +313,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 log.exception("run failed")
             metrics.update(status="failed", reason=f"{type(err).__name__}: {err}")
             exit_code, message = 1, f"failed: {type(err).__name__}: {err}"
-    metrics["threads"] = torch.get_num_threads()
-    # what decides speed on a shared machine (train.py sets OMP_WAIT_POLICY unless the user did; README "Speed")
+    metrics["threads"] = threads.threads_at_start if threads is not None else torch.get_num_threads()
+    # what decides speed on a shared machine (seqlab.launch.threads, docs/speed.md)
     metrics["openmp"] = {**openmp_settings(), "load_avg_at_start": load_at_start}
+    metrics["openmp"].update(threads.summary() if threads is not None else {})  # the choice, why, and its changes
     metrics["malloc"] = malloc_setting()
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
     try:
