@@ -191,7 +191,7 @@ def run_trial(trial: optuna.Trial, args: argparse.Namespace) -> float:
     if metrics["status"] == "interrupted":  # a signal stopped this worker: the trial stays `running`, for a retry
         raise SystemExit(130)
     if metrics["status"] == "bad_config":  # every trial would fail the same way
-        raise SystemExit(f"error: {metrics['reason']}")
+        raise SystemExit(2)  # train() printed the one line already
     if metrics["status"] == "diverged":
         return math.inf  # a real (bad) result for the sampler, not a failure
     if metrics["status"] != "ok":
