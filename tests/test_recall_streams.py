@@ -3,35 +3,54 @@ against one long forward pass."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
-from helpers import V, build
+from conftest import compose_config
+from helpers import V, build, scalar_tags
 from torch import nn
 
 from seqlab.data import IGNORE
-from seqlab.data.induction import InductionSource
-from seqlab.data.mqar import chance, mqar
+from seqlab.data.induction import InductionDataModule, InductionSource
+from seqlab.data.mqar import MQARDataModule, chance, k50, mqar
 from seqlab.data.stream_recall import evaluate, last_logits, limit, reading
+from seqlab.errors import ConfigError
 from seqlab.models.base import RecurrentModel
 from seqlab.models.catalog import build_model, model_class, model_names
+from seqlab.training.run import train
 
 RECURRENT = [n for n in model_names() if model_class(n).recurrent]
 
 
 # --- induction heads ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("distance", ["uniform", "log"])
 @pytest.mark.parametrize("length", [3, 4, 17, 256])
-def test_induction_trigger_appears_exactly_as_specified(length):
+def test_induction_trigger_appears_exactly_as_specified(length, distance):
     """Brute force, row by row: the trigger twice, at the drawn place and last; the answer is the token after the
-    first, so it was given earlier; no other trigger; every place 0 .. length−3 is drawn."""
+    first, so it was given earlier; no other trigger; every place 0 .. length−3 is drawn (uniform)."""
     source = InductionSource(num_symbols=5)
-    inputs, answers, first = source.sample(2000, length, seed=length)
+    inputs, answers, first = source.sample(4000, length, seed=length, distance=distance)
     for row, answer, p in zip(inputs.tolist(), answers.tolist(), first.tolist(), strict=True):
         where = [i for i, tok in enumerate(row) if tok == source.trigger]
         assert where == [p, length - 1]
         assert 0 <= row[p + 1] < source.num_symbols and row[p + 1] == answer
-    assert set(first.tolist()) == set(range(length - 2))
+    places = set(range(length - 2))
+    assert set(first.tolist()) == places if distance == "uniform" else set(first.tolist()) <= places
     assert inputs.max() == source.trigger and set(answers.tolist()) == set(range(5))
+
+
+def test_induction_log_distances():
+    """distance="log": the trigger-to-trigger distance is log-uniform over 2 .. length − 1, so short and long
+    recalls are equally common per octave; uniform puts most of them far."""
+    source = InductionSource()
+    _, _, first = source.sample(20_000, 256, seed=0, distance="log")
+    d = 255 - first
+    assert d.min() == 2 and d.max() == 255
+    assert (d < 16).mean() == pytest.approx(np.log(16 / 2) / np.log(256 / 2), abs=0.02)
+    _, _, first = source.sample(20_000, 256, seed=0)
+    assert (255 - first < 16).mean() == pytest.approx(14 / 254, abs=0.01)
 
 
 def test_induction_episodes_score_the_answer_only():
@@ -173,3 +192,100 @@ def test_transformer_state_bytes_is_its_cache():
     for n in range(3, 12):
         assert sum(s.nelement() * s.element_size() for s in state) == model.state_bytes(2, n)
         _, state = model.step(idx[:, n], state)
+
+
+# --- the data modules and their runs ----------------------------------------------------------------------------
+def test_induction_module_batches_score_the_answer():
+    dm = InductionDataModule(num_symbols=5, context_length=20, episodes=(64, 10, 10), batch_size=8)
+    dm.setup()
+    assert dm.vocab.tokens[: dm.source.vocab_size] == [*"abcde", "^"]  # the source's ids are the vocabulary's
+    for x, y in dm.val_dataloader():
+        assert x.shape[1] == 20 and (x[:, -1] == dm.source.trigger).all() and (y[:, :-1] == IGNORE).all()
+        first = (x[:, :-1] == dm.source.trigger).float().argmax(1)
+        assert torch.equal(y[:, -1], x[torch.arange(len(x)), first + 1])  # the answer is the token after ^
+    assert sum(len(x) for x, _ in dm.test_dataloader()) == 10
+    assert len(list(dm.train_dataloader())) == 64 // 8
+    assert dm.answer_positions.tolist() == [19]
+    assert {type(c).__name__ for c in dm.callbacks()} == {"KnownSource", "StreamRecall"}
+
+
+def test_mqar_module_batches_one_k_at_a_time():
+    dm = MQARDataModule(pairs=(2, 4), lengths=(16, 32), num_tokens=64, examples=(40, 10, 6), batch_size=4)
+    dm.setup()
+    assert dm.context_length == 32 and dm.vocab_size == 65 and dm.vocab.tokens[:2] == ["_", "k1"]
+    seen = Counter()
+    for x, y in dm.train_dataloader():
+        k = int((y != IGNORE).sum(1)[0])
+        assert ((y != IGNORE).sum(1) == k).all() and x.shape[1] == {2: 16, 4: 32}[k]
+        seen[k] += len(x)
+    assert seen == {2: 40, 4: 40}
+    assert sum(len(x) for x, _ in dm.test_dataloader()) == 12
+    zeros = MQARDataModule(
+        pairs=(2,), lengths=(16,), num_tokens=64, examples=(4, 4, 4), random_fillers=False, batch_size=2
+    )
+    zeros.setup()
+    x, y = next(iter(zeros.test_dataloader()))
+    assert ((x[:, 4:] == 0) == (y[:, 4:] == IGNORE)).all()  # after the pairs: queries, and `_` between them
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"pairs": (4, 8), "lengths": (64,)}, r"data\.lengths=\[64\]: need one sequence length per entry"),
+        ({"pairs": (32,), "lengths": (64,)}, r"data\.lengths=\[64\]: each must be even and ≥ 4 × its pairs"),
+        ({"pairs": (4,), "lengths": (64,), "num_tokens": 64}, r"data\.num_tokens=64: must exceed every length"),
+        ({"pairs": (4, 4), "lengths": (64, 64)}, r"data\.pairs=\[4, 4\]: need one or more distinct"),
+    ],
+)
+def test_mqar_bad_sizes_are_one_line(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        MQARDataModule(**overrides)
+
+
+def test_induction_run_reads_the_streams(tmp_path):
+    """A tiny run: the streams after the test, in metrics.json (the same state bytes at every length) and in
+    TensorBoard against the length."""
+    quick = [
+        "model=lstm",
+        "model.hidden_size=16",
+        "model.emb_dim=8",
+        "trainer.max_steps=4",
+        "trainer.val_check_interval=2",
+    ]
+    small = [
+        "data.context_length=16",
+        "data.episodes=[64,16,16]",
+        "data.stream_lengths=[64,256]",
+        "data.stream_count=8",
+    ]
+    metrics = train(compose_config(["data=induction", *quick, *small, "callbacks.samples=null"], tmp_path))
+    assert metrics["status"] == "ok" and 0 <= metrics["recall_acc"] <= 1 and metrics["chance_recall_acc"] == 1 / 16
+    streams = metrics["streams"]
+    assert streams["read"] == "carried state" and streams["limit"] is None
+    assert [r["length"] for r in streams["rows"]] == [64, 256]
+    assert {r["state_bytes"] for r in streams["rows"]} == {2 * 16 * 4}  # h and c of one layer, float32
+    assert {"streams/accuracy", "streams/state_bytes", "val/recall_acc"} <= scalar_tags(tmp_path)
+
+
+def test_mqar_run_reports_each_k(tmp_path):
+    quick = ["model=transformer", "model.hidden_size=16", "trainer.max_steps=3", "trainer.val_check_interval=3"]
+    small = [
+        "data.pairs=[2,4]",
+        "data.lengths=[16,32]",
+        "data.num_tokens=64",
+        "data.examples=[32,8,8]",
+        "data.batch_size=8",
+    ]
+    metrics = train(compose_config(["data=mqar", *quick, *small, "callbacks.samples=null"], tmp_path))
+    assert metrics["status"] == "ok"
+    rows = metrics["mqar"]
+    assert [(r["pairs"], r["length"]) for r in rows] == [(2, 16), (4, 32)]
+    model = build_model("transformer", vocab_size=65, context_length=32, hidden_size=16)
+    assert [r["state_bytes"] for r in rows] == [model.state_bytes(1, 16), model.state_bytes(1, 32)]
+    assert all(0 <= r["recall_acc"] <= 1 for r in rows) and "k50" in metrics
+    assert {"test/recall_acc/K=02", "test/recall_acc/K=04", "val/recall_acc"} <= scalar_tags(tmp_path)
+
+
+def test_k50_is_the_largest_k_recalled_at_half():
+    rows = [{"pairs": 4, "recall_acc": 0.99}, {"pairs": 8, "recall_acc": 0.5}, {"pairs": 16, "recall_acc": 0.1}]
+    assert k50(rows) == 8 and k50(rows[2:]) is None
