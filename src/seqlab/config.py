@@ -128,6 +128,9 @@ RULES: list[tuple[str, Number | OneOf]] = [
     ("callbacks.samples.length", Number(lo=0, integer=True)),
     ("data.splits", Number(lo=0, hi=1, lo_open=True)),  # train, val, test shares of one file
     ("data.episodes", POSITIVE_INT),  # train, val, test episode counts
+    ("data.sequences", POSITIVE_INT),  # state_tracking: train, val, test sequence counts
+    ("data.*_sequences", POSITIVE_INT),  # state_tracking: per length bucket, and streams
+    ("data.train_lengths", POSITIVE_INT),  # state_tracking: shortest and longest training length
     ("*.max_share", Number(lo=0, hi=1, lo_open=True, note="1: no limit")),
     ("*.lr", POSITIVE),
     ("*.temperature", POSITIVE),
