@@ -134,7 +134,7 @@ def test_the_users_threads_and_openmp_settings_win() -> None:
 def test_free_core_choice_is_bounded_by_torch_the_quota_and_the_sweep_share() -> None:
     idle, busy = 0.02, 1.0
     assert plan().choose(idle) == 2 and plan().choose(busy) == 1 and plan().choose(2.0) == 1  # never 0
-    assert plan(default=1).choose(idle) == 1  # torch's own count (physical cores under SMT) is the ceiling
+    assert plan(default=1).choose(idle) == 1  # torch's own count is the ceiling
     assert plan(quota=1.5).choose(idle) == 2 and plan(quota=0.5).choose(idle) == 1
     sweep = plan(share=1)
     assert sweep.choose(idle) == 1 and "share" in sweep.why

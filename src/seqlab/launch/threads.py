@@ -159,7 +159,7 @@ def plan_threads(
 ) -> ThreadPlan:
     """The plan for one run. `config_threads`: the config's `threads`; `share`: a parallel launcher's threads per
     job (seqlab.launch.sweep.threads_per_job), an upper bound; `default_threads`: torch's own count before any
-    change (never exceeded: on a machine with SMT torch counts physical cores)."""
+    change (never exceeded: torch may count only physical cores)."""
     env = os.environ if env is None else env
     cpus = allowed_cpus() if cpus is None else cpus
     quota = cpu_quota() if quota is None else quota
