@@ -131,6 +131,12 @@ RULES: list[tuple[str, Number | OneOf]] = [
     ("data.sequences", POSITIVE_INT),  # state_tracking: train, val, test sequence counts
     ("data.*_sequences", POSITIVE_INT),  # state_tracking: per length bucket, and streams
     ("data.train_lengths", POSITIVE_INT),  # state_tracking: shortest and longest training length
+    ("data.stream_*", POSITIVE_INT),  # induction: stream_lengths, stream_count, stream_chunk
+    ("data.num_symbols", Number(lo=2, integer=True)),  # induction (the trigger is one more), markov
+    ("data.pairs", POSITIVE_INT),  # mqar: key-value pairs per sequence (recall: one number)
+    ("data.lengths", POSITIVE_INT),  # mqar: one sequence length per K; markov: split lengths
+    ("data.examples", POSITIVE_INT),  # mqar: train, val, test sequences per K
+    ("data.power_a", Number(lo=0, hi=1, lo_open=True, note="Zoology's power law on the query gaps; 1: uniform")),
     ("*.max_share", Number(lo=0, hi=1, lo_open=True, note="1: no limit")),
     ("*.lr", POSITIVE),
     ("*.temperature", POSITIVE),
