@@ -76,7 +76,9 @@ def test_step_is_the_papers_recurrence():
     for b in range(2):
         for h in range(3):
             kk = torch.outer(k[b, h], k[b, h])
-            S_next = log_alpha[b, h].exp() * S[b, h] @ (eye - beta[b, h] * kk) + beta[b, h] * torch.outer(v[b, h], k[b, h])
+            S_next = log_alpha[b, h].exp() * S[b, h] @ (eye - beta[b, h] * kk) + beta[b, h] * torch.outer(
+                v[b, h], k[b, h]
+            )
             S[b, h] = S_next
     o = (S @ q.unsqueeze(-1)).squeeze(-1)  # (B, H, d_v)
     out, m_next = layer.step(x, m)
@@ -96,7 +98,9 @@ def test_beta_and_the_eigenvalues_stay_in_their_interval_for_any_input(signed):
         _, k, _, beta, log_alpha = layer.inputs(x)
         assert beta.min() >= 0 and beta.max() <= (2 if signed else 1)
         assert (log_alpha <= 0).all()
-        transition = log_alpha.exp()[..., None, None] * (torch.eye(4) - beta[..., None, None] * k.unsqueeze(-1) * k.unsqueeze(-2))
+        transition = log_alpha.exp()[..., None, None] * (
+            torch.eye(4) - beta[..., None, None] * k.unsqueeze(-1) * k.unsqueeze(-2)
+        )
         eig = torch.linalg.eigvalsh(transition)
         assert eig.min() >= (-1 if signed else 0) - 1e-6 and eig.max() <= 1 + 1e-6
         assert (eig.min() < -0.5) == signed

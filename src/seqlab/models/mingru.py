@@ -79,6 +79,8 @@ class MinGRU(ScannedStack):
         signed: bool = False,
     ) -> None:
         if signed and scan == "log":
-            raise ConfigError("model.scan=log with model.signed=true: the log-space scan needs decays > 0; use loop or chunked")
+            raise ConfigError(
+                "model.scan=log with model.signed=true: the log-space scan needs decays > 0; use loop or chunked"
+            )
         make_layer = lambda: MinGRULayer(emb_dim, hidden_size, signed)  # noqa: E731
         super().__init__(vocab_size, emb_dim, hidden_size, num_layers, make_layer, scan)
