@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from conftest import ROOT, compose_config
 from helpers import STATEFUL_V as V
 from helpers import TINY, TinyLSTM, scalars
-from hydra.utils import get_class
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seqlab.data import TextDataModule
 from seqlab.data.batches import StreamBatches
 from seqlab.errors import ConfigError
+from seqlab.models.catalog import model_class
 from seqlab.training.run import check_config, train
 from seqlab.training.system import LanguageModel
 
@@ -101,13 +101,14 @@ def float64():
 
 def recurrent_configs() -> list[Path]:
     configs = sorted((ROOT / "conf" / "model").glob("*.yaml"))
-    return [p for p in configs if hasattr(get_class(OmegaConf.load(p)._target_), "forward_with_state")]
+    return [p for p in configs if model_class(p.stem).recurrent]
 
 
 @pytest.mark.parametrize("config", recurrent_configs(), ids=lambda p: p.stem)
 def test_stateful_eval_equals_one_long_pass_per_stream(config: Path, datamodule: TextDataModule, float64: None):
     torch.manual_seed(0)
-    model = OmegaConf.to_container(OmegaConf.load(config)) | {"hidden_size": 16, "emb_dim": 8, "num_layers": 2}
+    model = OmegaConf.to_container(OmegaConf.load(config))
+    model |= {k: v for k, v in {"hidden_size": 16, "emb_dim": 8, "num_layers": 2}.items() if k in model}
     sys_ = LanguageModel(model, {"_target_": "torch.optim.SGD", "lr": 0.1}, datamodule.vocab_size, context_length=16)
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
     results = trainer.validate(sys_, datamodule=datamodule, verbose=False)
