@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from seqlab.data import IGNORE, TextDataModule
-from seqlab.data.datamodule import EvalBatches
+from seqlab.data.batches import EvalBatches
 from seqlab.training.system import LanguageModel
 
 ROOT = Path(__file__).resolve().parents[1]
