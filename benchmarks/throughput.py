@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -126,11 +127,17 @@ def make_system(cfg: DictConfig, dm: TextDataModule) -> LanguageModel:
     return system
 
 
+def epochs(dm: TextDataModule) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The train batches, epoch after epoch, as the Trainer reads them (a small corpus has fewer than --steps)."""
+    while True:
+        yield from dm.train_dataloader()
+
+
 def plain(cfg: DictConfig, dm: TextDataModule, steps: int, warmup: int, device: torch.device) -> float:
     """Seconds for steps warmup..steps of a bare loop over the same batches, model and optimizer."""
     system = make_system(cfg, dm).to(device)
     net, opt, clip = system.model, system.configure_optimizers(), cfg.trainer.get("gradient_clip_val")
-    batches, state = iter(dm.train_dataloader()), None
+    batches, state = epochs(dm), None
     for step in range(1, steps + 1):
         x, y = (t.to(device, non_blocking=True) for t in next(batches))
         if dm.stateful:  # truncated BPTT: the state carried between chunks, detached
@@ -262,7 +269,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.plain_process:
         return serve_plain(args.threads)
-    extra = list(args.overrides)
+    # `--data shakespeare data.batch_size=64` : argparse gives the override to --data; it belongs to the overrides
+    extra = [*(d for d in args.data if "=" in d), *args.overrides]
+    args.data = [d for d in args.data if "=" not in d]
     if args.quick:
         # one thread everywhere: on a busy CI machine two spinning threads can make a tiny run take minutes
         args.steps, args.warmup, args.repeats, args.threads = 3, 1, 1, args.threads or 1

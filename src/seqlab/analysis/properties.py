@@ -252,7 +252,7 @@ NOTES = {
     "Streaming inference": "what generation must keep (state, KV cache, or token window) at the last position",
     "Parallel training": "p tokens one step at a time / one chunk pass (prefill) over them",
     "Long-range deps": "g_x(T−1)/g_x(0) at init: gradient reaching the first input (trained: see the sweeps)",
-    "Parameter efficiency": "parameters (matched; perplexity per parameter: see the README's results)",
+    "Parameter efficiency": "parameters (matched; perplexity per parameter: see docs/results/)",
 }
 
 

@@ -4,7 +4,7 @@ glibc serves a large allocation (above a threshold that adapts up to 32 MiB) wit
 free, and trims the heap top back to the kernel. A training step allocates and frees the same big activations
 every time (a (B, T, 10k) softmax, a window MLP's (B, H, T) hidden layer), so each step page-faults them in
 again and the kernel zeroes every page: on this 2-core VM a window-3 MLP step (batch 256 × 32, hidden 1024) took
-203 ms, 40 % of it system time, against 105 ms with the memory kept (README "Freed memory").
+203 ms, 40 % of it system time, against 105 ms with the memory kept.
 Raising both thresholds once keeps the pages mapped for reuse; the price is that the process holds on to its
 peak heap, which a training loop reaches anyway. Nothing changes where the user set glibc's own variables or
 SEQLAB_MALLOC=default, or on a C library without mallopt (musl, macOS).
