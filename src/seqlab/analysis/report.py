@@ -538,9 +538,16 @@ def readme_block(readme: Path, root: Path = RESULTS) -> str:
             "",
             f"**{study_dir.name}** ([table and figures]({link}))",
             "",
-            pages(study_dir)["summary.md"].rstrip(),
+            relink(pages(study_dir)["summary.md"].rstrip(), study_dir, readme.resolve().parent),
         ]
     return "\n".join([*parts, MARKERS[1]])
+
+
+def relink(text: str, study_dir: Path, to: Path) -> str:
+    """A summary's relative links (written from its study dir) made relative to the page that includes it."""
+    return re.sub(
+        r"\]\((?![a-z]+:|#|/)([^)\s]+)\)", lambda m: f"]({os.path.relpath(study_dir / m.group(1), to)})", text
+    )
 
 
 def current_readme_block(text: str) -> str | None:

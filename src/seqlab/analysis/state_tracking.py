@@ -255,14 +255,36 @@ def write_table(out: Path) -> None:
     plot(rows, out / "st.png")
 
 
+def headline(rows: list[dict[str, Any]]) -> str:
+    """The study's result in three lines: parity far past training, and how many cells match the theory."""
+    summary = summarise(rows)
+    seeds = sorted({r["n"] for r in summary})
+    parity = [
+        f"{r['model']} {statistics.fmean(v):.2f}"
+        for r in summary
+        if r["task"] == "parity" and (v := _values([j for j in rows if (j["st_model"], j["task"]) == (r["model"], "parity")], "128-256"))
+    ]  # fmt: skip
+    judged = [r for r in summary if r["agree"]]
+    disagree = [f"{r['model']} on {r['task']}" for r in judged if r["agree"] == "NO"]
+    unlearnt = [f"{r['model']} on {r['task']}" for r in judged if r["agree"].startswith("NO (")]
+    agree = len(judged) - len(disagree) - len(unlearnt)
+    return (
+        f"Trained on lengths 3-40, parity scored at lengths 128-256 (mean of {'-'.join(map(str, seeds))} seeds; chance "
+        f"0.5): {', '.join(parity)}.\n{agree} of {len(judged)} model × task cells that the theory settles agree with "
+        "its prediction"
+        + (f"; these do not: {', '.join(disagree)}" if disagree else "")
+        + (f"; not learnt even at lengths 3-40, so untested in length: {', '.join(unlearnt)}" if unlearnt else "")
+        + ".\nEvery task and length beside the prediction: [st.md](st.md); why the failures fail: [why.md](why.md)."
+    )
+
+
 def table(dirs: Sequence[Path], study: str, out: Path, lr_sweep: Path | None, notes: str) -> Path:
     rows = collect(dirs)
-    headline = "Accuracy per length bucket beside the theory's prediction: [st.md](st.md)."
     cut = (
         "Cut for a 2-core machine: widths of ≈21k parameters, 1,000 steps of 64 sequences, 3 seeds, lengths to 256 "
         "and one stream of 1,024, the lr grid on parity and one seed only. "
     )
-    make_study(dirs, study, out, metric="best_val_ppl", rank_across=None, notes=cut + notes, headline=headline)
+    make_study(dirs, study, out, metric="best_val_ppl", rank_across=None, notes=cut + notes, headline=headline(rows))
     tables.write_csv(rows, out / "st.csv")
     if lr_sweep is not None:
         tables.write_csv(choose_lrs(collect([lr_sweep])), out / "lrs.csv")
