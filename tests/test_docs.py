@@ -26,3 +26,15 @@ def test_every_relative_link_resolves(page: Path) -> None:
 
 def test_readme_is_short() -> None:
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300, "the long material belongs in docs/"
+
+
+def test_the_readme_layout_names_every_module_and_config_group() -> None:
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout") :].split("\n## ")[0]
+    modules = {p.name for p in (ROOT / "src" / "seqlab").rglob("*.py") if p.name != "__init__.py"}
+    groups = {f"{p.name}/" for p in (ROOT / "conf").iterdir() if p.is_dir()}
+    # named by their kind in the layout: "one file per model", "callbacks/ (gradient profile, ...)"
+    by_kind = {p.stem for p in (ROOT / "src" / "seqlab" / "training" / "callbacks").glob("*.py")}
+    by_kind |= {p.stem for p in (ROOT / "conf" / "model").glob("*.yaml")}
+    missing = sorted(m for m in modules | groups if m not in layout and m.removesuffix(".py") not in by_kind)
+    assert not missing, f"README's Layout leaves out {missing}"
