@@ -259,11 +259,10 @@ def headline(rows: list[dict[str, Any]]) -> str:
     """The study's result in three lines: parity far past training, and how many cells match the theory."""
     summary = summarise(rows)
     seeds = sorted({r["n"] for r in summary})
-    parity = [
-        f"{r['model']} {statistics.fmean(v):.2f}"
-        for r in summary
-        if r["task"] == "parity" and (v := _values([j for j in rows if (j["st_model"], j["task"]) == (r["model"], "parity")], "128-256"))
-    ]  # fmt: skip
+    parity = []
+    for model in dict.fromkeys(r["st_model"] for r in rows if r["task"] == "parity"):
+        if v := _values([r for r in rows if (r["st_model"], r["task"]) == (model, "parity")], "128-256"):
+            parity.append(f"{model} {statistics.fmean(v):.2f}")
     judged = [r for r in summary if r["agree"]]
     disagree = [f"{r['model']} on {r['task']}" for r in judged if r["agree"] == "NO"]
     unlearnt = [f"{r['model']} on {r['task']}" for r in judged if r["agree"].startswith("NO (")]

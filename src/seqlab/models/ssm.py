@@ -70,8 +70,8 @@ class SSM(ScannedStack):
 
     Training runs the recurrence over the whole chunk with `scan`: "loop" (`sequential_scan`) or "chunked"
     (`chunked_scan`, parallel inside chunks). On a 2-core CPU the loop measured fastest (2× faster than the chunked
-    scan at contexts 64-256, on par at 1024; benchmarks/scans.py, docs/guide/benchmarks.md), so it is the default. `step_embedded` is the same
-    recurrence, one step.
+    scan at contexts 64-256, on par at 1024; benchmarks/scans.py, docs/guide/benchmarks.md), so it is the default.
+    `step_embedded` is the same recurrence, one step.
 
     `signed`: λ = 0.9999·tanh(w) in (−1, 1), negative for half the channels at init. Theory says it still cannot
     track parity, because λ does not depend on the input (Khavari et al. 2025); experiment=state_tracking tests it.
