@@ -127,6 +127,20 @@ def test_pages_regenerate_from_runs_csv_and_a_hand_edit_is_caught(study: Path, c
     assert main(["--check", str(study.parent)]) == 0
 
 
+def test_a_headline_quotes_numbers_computed_from_the_runs(tmp_path: Path, capsys) -> None:
+    sweep, out = make_sweep(tmp_path / "sweep"), tmp_path / "toy"
+    headline = "The LSTM reaches {best_val_ppl@model=lstm}, the RNN {test_ppl@model=rnn}."
+    assert main([str(sweep), "--study", "toy", "--out", str(out), "--headline", headline]) == 0
+    summary = (out / "summary.md").read_text()
+    assert summary.startswith("The LSTM reaches 4.1 ± 0.1, the RNN 5.3 ± 0.2.")  # the diverged seed is left out
+    runs = (out / "runs.csv").read_text()
+    (out / "runs.csv").write_text(runs.replace(",4.2,", ",4.5,", 1))  # the numbers follow runs.csv
+    assert main(["--regenerate", str(out)]) == 0
+    assert "The LSTM reaches 4.2 ± 0.26" in (out / "summary.md").read_text()
+    bad = main([str(sweep), "--study", "toy", "--out", str(tmp_path / "bad"), "--headline", "{recall_acc@model=gru}"])
+    assert bad == 2 and "no job that ended ok has recall_acc" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("study_dir", studies(), ids=lambda p: p.name)
 def test_every_committed_study_regenerates(study_dir: Path) -> None:
     """No hand-edited number survives in docs/results/: each page is what its runs.csv gives."""

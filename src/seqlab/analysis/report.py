@@ -60,6 +60,7 @@ MARKERS = ("<!-- results:start -->", "<!-- results:end -->")
 STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 # the numbers a job reports, in the order the tables show them (those no job has are left out)
 METRICS = [
+    "best_val_loss",
     "best_val_ppl",
     "test_ppl",
     "test_ppl_stateful",
@@ -107,6 +108,7 @@ def collect_runs(dirs: Sequence[Path]) -> tuple[list[Row], list[str], dict[str, 
         row["seed"] = int(seed) if str(seed).lstrip("-").isdigit() else seed
         row["data"] = hparams.get("data")
         row["test_ppl_stateful"] = job.metrics.get("test_ppl_stateful")
+        row["best_val_loss"] = job.metrics.get("best_val_loss")
         overrides[row["job"]] = found
     keys = list(dict.fromkeys(k for found in overrides.values() for k in found))
     settings = [k for k in keys if len({overrides[r["job"]].get(k, "") for r in rows}) > 1]
@@ -130,6 +132,7 @@ def run_columns(settings: list[str]) -> list[str]:
     """runs.csv's columns: the job, what tells it apart (settings, seed), what it was, what it measured."""
     described = ["model", "data"] + [c for c in compare.COLUMNS if c not in ("job", "model", "status", "reason")]
     described.insert(described.index("test_ppl") + 1, "test_ppl_stateful")
+    described.insert(described.index("best_val_ppl"), "best_val_loss")
     return ["job", *settings, "seed", *(c for c in described if c not in settings), "status", "reason"]
 
 
@@ -231,6 +234,26 @@ def rankings(runs: list[Row], manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w]*)(?:@([^{}]*))?\}")
+
+
+def fill(text: str, runs: list[Row]) -> str:
+    """A headline's numbers from the runs: `{metric@key=value,key=value}` becomes that configuration's mean ± sd
+    (`{metric}` alone: over every job), so a sentence quoting numbers is regenerated and checked like a table."""
+
+    def number_for(match: re.Match[str]) -> str:
+        metric, where = match.group(1), match.group(2) or ""
+        wanted = dict(item.split("=", 1) for item in where.split(",") if "=" in item)
+        plain = {k: v.replace("\\", "") for k, v in wanted.items()}  # Hydra escapes ':' as '\:' in overrides
+        jobs = [r for r in runs if all(str(r.get(k, "")).replace("\\", "") == v for k, v in plain.items())]
+        xs = values(jobs, metric)
+        if not xs:
+            raise ValueError(f"headline placeholder {match.group(0)}: no job that ended ok has {metric} there")
+        return cell(xs)
+
+    return PLACEHOLDER.sub(number_for, text)
+
+
 # --- the pages ------------------------------------------------------------------------------------------------
 
 
@@ -259,7 +282,7 @@ def render_results(runs: list[Row], manifest: dict[str, Any]) -> str:
         "",
     ]
     if manifest.get("headline"):
-        lines += [manifest["headline"], ""]
+        lines += [fill(manifest["headline"], runs), ""]
     if manifest.get("notes"):
         lines += [f"Notes: {manifest['notes']}", ""]
     lines += [
@@ -294,7 +317,7 @@ def render_summary(runs: list[Row], manifest: dict[str, Any]) -> str:
     """summary.md: the study's headline and its rankings, a few lines for the README."""
     n = sorted({sum(r["status"] == "ok" for r in jobs) for _, jobs in configurations(runs, manifest["settings"])})
     seeds = f"{n[0]}–{n[-1]}" if len(n) > 1 and n[0] != n[-1] else str(n[0] if n else 0)
-    lines = [manifest["headline"], ""] if manifest.get("headline") else []
+    lines = [fill(manifest["headline"], runs), ""] if manifest.get("headline") else []
     ranked = rankings(runs, manifest)
     if ranked:
         better = "higher" if manifest["metric"] in HIGHER_IS_BETTER else "lower"
@@ -466,6 +489,7 @@ def report(
     out.mkdir(parents=True, exist_ok=True)
     tables.write_csv(rows, out / "runs.csv", run_columns(settings))
     runs = read_runs(out / "runs.csv", settings)  # the pages come from what was written, as --regenerate's will
+    fill(headline, runs)  # a placeholder that names no configuration fails here, before any page is written
     if rank_across == "model" and "model" not in settings:
         rank_across = settings[0] if settings else None
     figures = {"results.png": f"{metric or default_metric(runs)} by configuration"}
@@ -576,7 +600,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rank-across", default="model", help="the setting to rank (default model; none: no ranking)")
     parser.add_argument("--notes", default="", help='free text for the manifest, e.g. "one seed: ~2 h per run"')
-    parser.add_argument("--headline", default="", help="a sentence above the study's summary")
+    parser.add_argument(
+        "--headline",
+        default="",
+        help="a sentence above the study's summary; {metric@key=value,...} is replaced by that configuration's mean ± sd",
+    )
     parser.add_argument("--order", type=int, default=100, help="place in the README's results (then by name)")
     parser.add_argument("--regenerate", nargs="+", type=Path, metavar="STUDY_DIR", help="rebuild pages from runs.csv")
     parser.add_argument(
@@ -617,7 +645,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     out = args.out or RESULTS / args.study
     rank_across = None if args.rank_across.lower() == "none" else args.rank_across
-    manifest = report(args.dirs, args.study, out, args.metric, rank_across, args.notes, args.headline, args.order)
+    try:
+        manifest = report(args.dirs, args.study, out, args.metric, rank_across, args.notes, args.headline, args.order)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{manifest['jobs']} jobs, seeds {manifest['seeds']} -> {out}/results.md, runs.csv, manifest.json")
     return 0
 
