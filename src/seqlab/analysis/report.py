@@ -216,7 +216,9 @@ def rankings(runs: list[Row], manifest: dict[str, Any]) -> list[str]:
     groups: dict[tuple[str, ...], list[tuple[str, list[Row]]]] = {}
     for key, jobs in configurations(runs, settings):
         named = dict(zip(settings, key, strict=True))
-        groups.setdefault(tuple(named[k] for k in others), []).append((named[across] or "(default)", jobs))
+        label = named[across] or "(default)"
+        label = label if across == "model" else f"{across.rsplit('.', 1)[-1]}={label}"  # radius=0.9, not 0.9
+        groups.setdefault(tuple(named[k] for k in others), []).append((label, jobs))
     lines = []
     for key, members in groups.items():
         if len(members) < 2:  # nothing to order
@@ -321,9 +323,10 @@ def render_summary(runs: list[Row], manifest: dict[str, Any]) -> str:
     ranked = rankings(runs, manifest)
     if ranked:
         better = "higher" if manifest["metric"] in HIGHER_IS_BETTER else "lower"
-        lines += [f"{manifest['metric']} ({better} is better), mean ± sd over {seeds} seeds; `≈`: not separated:", ""]
+        over = "one seed" if seeds == "1" else f"mean ± sd over {seeds} seeds"
+        lines += [f"{manifest['metric']} ({better} is better), {over}; `≈`: not separated:", ""]
         lines += ranked
-    else:
+    elif not manifest.get("headline"):  # a headline says what the table shows
         lines.append(f"{len(runs)} runs, {seeds} seeds per configuration: see the table.")
     return "\n".join(lines) + "\n"
 
