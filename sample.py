@@ -2,8 +2,10 @@
 
 python sample.py outputs/runs/<run>/checkpoints/last.ckpt --prompt "ROMEO:" --length 300 --temperature 0.8
 
-Recurrent models (rnn, lstm, gru) stream: one step per token on their carried state, so --length may be far
-longer than the training context at a constant cost per token. Feedforward models re-read a cropped window.
+Models with a carried state (rnn, lstm, gru, the other recurrent cells, ssm, mingru, deltanet) stream: one step
+per token, so --length may be far longer than the training context at a constant cost per token. The
+Transformer steps on its key/value cache (re-read once the window is full); feedforward models re-read a window
+cropped to the training context.
 """
 
 import argparse

@@ -4,7 +4,7 @@
     python benchmarks/threads.py --out docs/threads_table.md  # the table into a file as well
     python benchmarks/threads.py --quick                      # tiny sizes, one model, ~30 s: checks that it works
 
-The cases (issue 24), each a fresh `python train.py` as a user runs it (its thread choice happens there:
+The cases, each a fresh `python train.py` as a user runs it (its thread choice happens there:
 seqlab.launch.threads), with metrics.json's `train_tokens_per_s` as its speed:
 - idle: nothing else running;
 - busy Python: one pure-Python process spinning on a core beside it;
