@@ -10,7 +10,7 @@ from seqlab.paths import ROOT
 
 LAUNCH = ["seqlab.launch.openmp", "seqlab.launch.malloc", "seqlab.launch.rundir", "seqlab.launch.slurm"]
 LAUNCH += ["seqlab.launch.sweep", "seqlab.launch.threads", "seqlab.launch.tune", "seqlab.config", "seqlab.paths"]
-LAUNCH += ["seqlab.errors"]
+LAUNCH += ["seqlab.errors", "seqlab.launch.provenance"]
 
 
 def test_the_launch_layer_imports_no_torch() -> None:

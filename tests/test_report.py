@@ -35,6 +35,7 @@ PPL = {
     "unigram": [30.0],  # one seed: no band, so never separated
     "irnn": [None, None, None],  # every seed diverged
 }
+COMMIT = "0123456789ab" + "c" * 28
 COMMAND = ["model=lstm,gru,rnn,unigram,irnn", "seed=0,1,2", "trainer.max_steps=10"]
 
 
@@ -53,6 +54,7 @@ def make_sweep(root: Path) -> Path:
             metrics = {"model": model, "status": status, "reason": None if ppl else "loss is nan at step 3"}
             metrics |= {"hparams": hparams, "params": 1000 + len(model), "steps": 10, "threads": 2, "wall_s": 1.5}
             metrics |= {"best_val_ppl": ppl, "test_ppl": None if ppl is None else ppl + 0.1}
+            metrics["code"] = {"commit": COMMIT, "dirty": False}  # what every run records (seqlab.launch.provenance)
             (job / "metrics.json").write_text(json.dumps(metrics))
             num += 1
     hydra = {"overrides": {"task": COMMAND, "hydra": [f"hydra.sweep.dir={root}", "hydra.mode=MULTIRUN"]}}
@@ -103,7 +105,8 @@ def test_the_manifest_records_how_the_runs_were_made(study: Path) -> None:
     assert manifest["settings"] == ["model"] and manifest["metric"] == "best_val_ppl"
     assert manifest["notes"] == "one machine" and manifest["wall_s"]["jobs_total"] == 21.0
     assert manifest["versions"]["torch"] and manifest["versions"]["lightning"] and manifest["machine"]["cpu"]
-    assert len(manifest["git_commit"] or "0" * 40) == 40 and manifest["date"]
+    assert manifest["git_commit"] == COMMIT and manifest["git_commit_of"] == "the jobs" and manifest["date"]
+    assert "(commit 0123456789ab, seeds 0, 1, 2, 3)" in (study / "results.md").read_text()  # the jobs', not HEAD
     runs = (study / "runs.csv").read_text().splitlines()
     assert len(runs) == 1 + 14 and runs[0].startswith("job,model,seed,")
     assert {p.name for p in study.iterdir()} >= {"results.md", "summary.md", "results.png", "runs.csv", "manifest.json"}

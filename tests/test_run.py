@@ -58,6 +58,8 @@ def test_cli_subprocess_on_a_text_file(tiny_text: Path, tmp_path: Path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["model"] == "rnn"
     assert math.isfinite(metrics["test_ppl"]) and metrics["train_tokens_per_s"] > 0
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert metrics["code"]["commit"] == (head or None)  # the code this run ran, for its results page
     # validated after steps 4 (val_check_interval) and 6 (the end); Lightning logs them at 0-based steps 3 and 5
     assert scalars(run_dir)["val/ppl"] == [3, 5]
     assert json.loads((run_dir / "vocab.json").read_text())["level"] == "char"

@@ -34,7 +34,6 @@ import platform
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -51,6 +50,7 @@ import matplotlib.pyplot as plt
 import yaml
 
 from seqlab.analysis import compare, tables
+from seqlab.launch.provenance import code_version
 from seqlab.launch.sweep import find_job_dirs, read_job
 from seqlab.models.catalog import display_order
 from seqlab.paths import ROOT
@@ -272,11 +272,11 @@ def render_results(runs: list[Row], manifest: dict[str, Any]) -> str:
     columns = [*settings, "n", *shown] + (["not ok"] if any(r["not ok"] for r in rows) else [])
     seeds = ", ".join(map(str, manifest.get("seeds", []))) or "none recorded"
     commands = "\n".join(manifest.get("commands", [])) or "(not recorded)"
-    commit = manifest.get("git_commit") or "unknown"
+    commit = ", ".join(c[:12] for c in (manifest.get("git_commit") or "unknown").split(", "))
     lines = [
         f"# {manifest['study']}",
         "",
-        f"Made by `python -m seqlab.report` from the runs of (commit {commit[:12]}, seeds {seeds}):",
+        f"Made by `python -m seqlab.report` from the runs of (commit {commit}, seeds {seeds}):",
         "",
         "```",
         commands,
@@ -405,14 +405,6 @@ def sweep_command(sweep_dir: Path) -> str:
     return shlex.join(["python", script, "-m", *task, *extra])
 
 
-def git(*args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=30)
-    except OSError:
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -446,8 +438,7 @@ def make_manifest(dirs: Sequence[Path], study: str, runs: list[Row], settings: l
         "study": study,
         "commands": [sweep_command(Path(d)) for d in dirs],
         "sweep_dirs": [str(d) for d in dirs],
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        **jobs_code(metrics),
         "seeds": sorted({r["seed"] for r in runs if r["seed"] not in (None, "")}, key=str),
         "jobs": len(runs),
         "versions": versions(),
@@ -461,6 +452,25 @@ def make_manifest(dirs: Sequence[Path], study: str, runs: list[Row], settings: l
         "reported": _iso(time.time()),
         "settings": settings,
     } | choices
+
+
+def jobs_code(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The commit the jobs ran (from their metrics.json); HEAD now for jobs that recorded none, said as such."""
+    recorded = [m["code"] for m in metrics if isinstance(m.get("code"), dict) and m["code"].get("commit")]
+    now = code_version()
+    if not recorded:
+        return {
+            "git_commit": now["commit"],
+            "git_dirty": now["dirty"],
+            "git_commit_of": "this report (jobs recorded none)",
+        }
+    commits = sorted({c["commit"] for c in recorded})
+    return {
+        "git_commit": commits[0] if len(commits) == 1 else ", ".join(commits),
+        "git_dirty": any(c.get("dirty") for c in recorded),
+        "git_commit_of": "the jobs" if len(recorded) == len(metrics) else f"{len(recorded)} of {len(metrics)} jobs",
+        "reported_at_commit": now["commit"],
+    }
 
 
 def _iso(seconds: float) -> str:

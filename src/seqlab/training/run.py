@@ -31,6 +31,7 @@ from seqlab.errors import ConfigError, DivergedError, Interrupted
 from seqlab.launch.malloc import keep_freed_memory
 from seqlab.launch.malloc import setting as malloc_setting
 from seqlab.launch.openmp import settings as openmp_settings
+from seqlab.launch.provenance import code_version
 from seqlab.launch.slurm import job_key, restarts
 from seqlab.launch.sweep import in_multirun, job_plan, launcher_share
 from seqlab.launch.threads import plan_threads, read_cpu_times
@@ -318,6 +319,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["openmp"] = {**openmp_settings(), "load_avg_at_start": load_at_start}
     metrics["openmp"].update(threads.summary() if threads is not None else {})  # the choice, why, and its changes
     metrics["malloc"] = malloc_setting()
+    metrics["code"] = code_version()  # the commit this run ran, for its results page (seqlab.report)
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
     try:
         if not resumes_here or "resumed_at_step" in metrics:  # a refused resume leaves the run it names as it was
