@@ -107,6 +107,10 @@ def test_the_manifest_records_how_the_runs_were_made(study: Path) -> None:
     assert manifest["versions"]["torch"] and manifest["versions"]["lightning"] and manifest["machine"]["cpu"]
     assert manifest["git_commit"] == COMMIT and manifest["git_commit_of"] == "the jobs" and manifest["date"]
     assert "(commit 0123456789ab, seeds 0, 1, 2, 3)" in (study / "results.md").read_text()  # the jobs', not HEAD
+    rnn_job = next(study.parent.parent.glob("sweep/*model=rnn,seed=0"))
+    (rnn_job / "metrics.json").write_text(json.dumps(json.loads((rnn_job / "metrics.json").read_text()) | {"code": {}}))
+    assert main([str(study.parent.parent / "sweep"), "--study", "toy", "--out", str(study)]) == 0
+    assert "(commit 0123456789ab, recorded by 13 of 14 jobs, seeds" in (study / "results.md").read_text()
     runs = (study / "runs.csv").read_text().splitlines()
     assert len(runs) == 1 + 14 and runs[0].startswith("job,model,seed,")
     assert {p.name for p in study.iterdir()} >= {"results.md", "summary.md", "results.png", "runs.csv", "manifest.json"}
@@ -140,6 +144,8 @@ def test_a_headline_quotes_numbers_computed_from_the_runs(tmp_path: Path, capsys
     (out / "runs.csv").write_text(runs.replace(",4.2,", ",4.5,", 1))  # the numbers follow runs.csv
     assert main(["--regenerate", str(out)]) == 0
     assert "The LSTM reaches 4.2 ± 0.26" in (out / "summary.md").read_text()
+    block = readme_block(tmp_path / "README.md", tmp_path)  # the README shows the headline, the page the ranking
+    assert "The LSTM reaches 4.2 ± 0.26, the RNN 5.3 ± 0.2." in block and "- lstm" not in block
     bad = main([str(sweep), "--study", "toy", "--out", str(tmp_path / "bad"), "--headline", "{recall_acc@model=gru}"])
     assert bad == 2 and "no job that ended ok has recall_acc" in capsys.readouterr().err
 

@@ -273,6 +273,8 @@ def render_results(runs: list[Row], manifest: dict[str, Any]) -> str:
     seeds = ", ".join(map(str, manifest.get("seeds", []))) or "none recorded"
     commands = "\n".join(manifest.get("commands", [])) or "(not recorded)"
     commit = ", ".join(c[:12] for c in (manifest.get("git_commit") or "unknown").split(", "))
+    of = manifest.get("git_commit_of", "the jobs")
+    commit += {"the jobs": "", "the report": " when reported; the jobs recorded none"}.get(of, f", recorded by {of}")
     lines = [
         f"# {manifest['study']}",
         "",
@@ -462,7 +464,7 @@ def jobs_code(metrics: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "git_commit": now["commit"],
             "git_dirty": now["dirty"],
-            "git_commit_of": "this report (jobs recorded none)",
+            "git_commit_of": "the report",
         }
     commits = sorted({c["commit"] for c in recorded})
     return {
@@ -565,7 +567,8 @@ def studies(root: Path = RESULTS) -> list[Path]:
 
 
 def readme_block(readme: Path, root: Path = RESULTS) -> str:
-    """The README's results block: each study's summary (regenerated from its runs.csv) with a link to its page."""
+    """The README's results block, regenerated from each study's runs.csv, with a link to its page: the study's
+    headline where it has one (its rankings stay on its page, so the README stays short), else its summary."""
     found = studies(root)
     order = {d: json.loads((d / "manifest.json").read_text()).get("order", 100) for d in found}
     parts = [MARKERS[0], "<!-- made by `python -m seqlab.report --readme README.md` from docs/results/*/runs.csv -->"]
@@ -575,9 +578,14 @@ def readme_block(readme: Path, root: Path = RESULTS) -> str:
             "",
             f"**{study_dir.name}** ([table and figures]({link}))",
             "",
-            relink(pages(study_dir)["summary.md"].rstrip(), study_dir, readme.resolve().parent),
+            relink(readme_summary(study_dir), study_dir, readme.resolve().parent),
         ]
     return "\n".join([*parts, MARKERS[1]])
+
+
+def readme_summary(study_dir: Path) -> str:
+    runs, manifest = load_study(study_dir)
+    return fill(manifest["headline"], runs) if manifest.get("headline") else pages(study_dir)["summary.md"].rstrip()
 
 
 def relink(text: str, study_dir: Path, to: Path) -> str:
