@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from seqlab.data import TextDataModule
-from seqlab.data.batches import StreamBatches
+from seqlab.data.batches import IGNORE, StreamBatches
 from seqlab.errors import ConfigError
 from seqlab.models.catalog import model_class
 from seqlab.training.run import check_config, train
@@ -82,6 +82,21 @@ def test_stateful_training_is_truncated_bptt_of_a_plain_loop():
     trainer.fit(sys_, train_dataloaders=loader)
     for (name, a), b in zip(sys_.model.state_dict().items(), reference.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_stream_batch_scores_only_its_targets_and_nothing_is_zero_not_nan():
+    """Episodic sources (recall, induction) leave most targets IGNORE: the stream loss is the mean over the scored
+    ones, weighted by their count, and a batch with none scores 0 rather than NaN (which would read as divergence)."""
+    torch.manual_seed(0)
+    sys_ = system(stateful=True)
+    x, y = torch.randint(V, (3, 5)), torch.randint(V, (3, 5))
+    y[:, :3] = IGNORE
+    loss, n, state = sys_._stream_loss((x, y), None)
+    logits, _ = sys_.model.forward_with_state(x, None)
+    expected = F.cross_entropy(logits[:, 3:].flatten(0, 1), y[:, 3:].flatten())
+    assert int(n) == 6 and torch.allclose(loss, expected) and all(not s.requires_grad for s in state)
+    loss, n, _ = sys_._stream_loss((x, torch.full_like(y, IGNORE)), state)
+    assert int(n) == 0 and loss.item() == 0.0
 
 
 @pytest.fixture

@@ -76,14 +76,19 @@ class LanguageModel(L.LightningModule):
         loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
         return loss, (y != IGNORE).sum(), logits
 
-    def _stream_loss(self, batch: tuple[torch.Tensor, torch.Tensor], state: State | None) -> tuple[torch.Tensor, State]:
-        """The loss of a stream batch from `state` (None: zeros), and the state after it, detached."""
+    def _stream_loss(
+        self, batch: tuple[torch.Tensor, torch.Tensor], state: State | None
+    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """The mean loss of a stream batch from `state` (None: zeros), its number of scored tokens, and the state
+        after it, detached. A batch with nothing to score (a stretch of filler in a recall stream) has loss 0."""
         x, y = batch  # (B, T), (B, T): row b continues row b of the previous batch
         if state is not None:
             state = tuple(s.to(x.device) for s in state)  # a no-op but after loading a checkpoint
         logits, state = self.model.forward_with_state(x, state)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        return loss, tuple(s.detach() for s in state)  # gradients stop at the batch's start: truncated BPTT
+        n_tokens = (y != IGNORE).sum()
+        total = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+        loss = total / n_tokens.clamp(min=1)
+        return loss, n_tokens, tuple(s.detach() for s in state)  # gradients stop at the batch's start: truncated BPTT
 
     # --- training -------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -92,7 +97,7 @@ class LanguageModel(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.hparams.stateful:
             # batch_idx counts within the epoch and survives a resume, so 0 means a new pass over the streams
-            loss, self.train_state = self._stream_loss(batch, None if batch_idx == 0 else self.train_state)
+            loss, _, self.train_state = self._stream_loss(batch, None if batch_idx == 0 else self.train_state)
         else:
             loss, _, _ = self._loss(batch)
         # NaN, inf, or so large (> 88) that exp(loss), the perplexity, overflows: Adam at lr=1000 ends there
@@ -156,8 +161,8 @@ class LanguageModel(L.LightningModule):
             # the batch's `outputs` for callbacks' on_*_batch_end (a source's recall_acc): no second forward pass
             return {"logits": logits}
         # the split as streams: the state carried from the split's first batch to its last
-        loss, self.eval_state = self._stream_loss(batch, None if batch_idx == 0 else self.eval_state)
-        streams.update(loss, batch[1].numel())
+        loss, n_tokens, self.eval_state = self._stream_loss(batch, None if batch_idx == 0 else self.eval_state)
+        streams.update(loss, n_tokens)
         return None
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor] | None:
