@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import DATA_DIR
 
-from seqlab.analysis.properties import build, matched_size, n_params, slope
+from seqlab.analysis.properties import build, matched_size, n_params, slope, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,6 +27,11 @@ def test_slope_recovers_a_power_law():
     assert slope(xs, [0.5 * x for x in xs]) == pytest.approx(1.0)
 
 
+def test_timings_are_medians_with_their_interquartile_range():
+    # numpy's linear interpolation; one repeat slowed by other work moves neither the median nor the quartiles
+    assert spread("step_s", [1.0, 2.0, 3.0, 4.0, 50.0]) == {"step_s": 3.0, "step_s_q25": 2.0, "step_s_q75": 4.0}
+
+
 @pytest.mark.slow
 def test_quick_run_writes_tables_plot_and_tensorboard(tmp_path):
     models = ["rnn", "transformer", "ssm", "mingru"]
@@ -36,6 +41,7 @@ def test_quick_run_writes_tables_plot_and_tensorboard(tmp_path):
     train = list(csv.DictReader((tmp_path / "training.csv").read_text().splitlines()))
     assert {(r["model"], int(r["context"])) for r in train} == {(m, t) for m in models for t in (16, 32, 64)}
     assert all(float(r["s_per_seq"]) > 0 and int(r["activation_bytes_per_seq"]) > 0 for r in train)
+    assert all(float(r["step_s_q25"]) <= float(r["step_s"]) <= float(r["step_s_q75"]) for r in train)
     gen = list(csv.DictReader((tmp_path / "generation.csv").read_text().splitlines()))
     state = {(r["model"], int(r["position"])): int(r["state_bytes"]) for r in gen}
     transformer = build("transformer", 64, matched_size("transformer", 10_000, 64))

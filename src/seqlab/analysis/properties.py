@@ -1,14 +1,14 @@
 """The seed's properties table, measured: every model in conf/model/ at a matched parameter count, on this machine.
 
-    python -m seqlab.properties                      # contexts 64..2048, positions 1..2048 (≈10-20 min on 2 cores)
+    python -m seqlab.properties                      # contexts 64..2048, positions 1..2048 (≈25 min on 2 cores)
     python -m seqlab.properties --quick --out DIR    # small and fast, for CI: the numbers mean little
 
 Writes into --out: training.csv (time per sequence, training-step memory, by context), generation.csv (per-token
 decode latency, prefill time and state/cache bytes, by position), properties.md (the seed's table with measured
 cells beside its claims, and the tables behind it), properties.png, and the same as TensorBoard scalars, figure
-and text. Inputs are random token ids (speed and memory do not depend on the text). Timings are the fastest of
-repeats that alternate between the models (interference from other work only adds time), on `--threads`
-threads (1 by default: steadier on a shared machine).
+and text. Inputs are random token ids (speed and memory do not depend on the text). Timings are the median of
+repeats that alternate between the models, with the interquartile range beside them (`_q25`, `_q75` columns), on
+`--threads` threads (1 by default: steadier on a shared machine).
 Memory on CPU is counted, not sampled: the bytes of the tensors autograd keeps for the backward pass
 (activations), plus 16 bytes per parameter (weights, gradients and AdamW's two moments, float32).
 """
@@ -117,15 +117,16 @@ def measure_training(names, sizes, contexts, B, repeats, steps, max_step_s) -> l
                     train_step(model, opt, x)
                 times[name].append((time.perf_counter() - started) / steps)
         for name, (model, _) in setups.items():
-            step_s = min(times[name])
+            step_s, q25, q75 = np.percentile(times[name], [50, 25, 75]).tolist()
             act = activation_bytes(model, x[:1])
             row = {"model": name, "context": T, "batch": B, "params": n_params(model), "step_s": step_s}
+            row |= {"step_s_q25": q25, "step_s_q75": q75}
             row |= {"s_per_seq": step_s / B, "activation_bytes_per_seq": act}
             rows.append(row | {"step_memory_bytes_per_seq": act + 16 * row["params"]})
             print(
                 f"train  {name:12s} T={T:5d}  {row['s_per_seq'] * 1e3:9.3f} ms/seq  {act / 2**20:8.2f} MiB", flush=True
             )
-        active = [n for n in active if min(times[n]) <= max_step_s]  # too slow: stop growing T
+        active = [n for n in active if float(np.median(times[n])) <= max_step_s]  # too slow: stop growing T
     return rows
 
 
@@ -156,19 +157,20 @@ def measure_generation(names, sizes, positions, repeats, context_length: int) ->
             decode[name].append(seconds)
     for row in rows:
         name, p = row["model"], row["position"]
-        per_position = np.min(np.asarray(decode[name]), axis=0)  # (max_pos,): the fastest repeat
-        row["decode_s"] = float(np.median(per_position[p - max(1, p // 8) : p]))  # the last eighth up to p
-        row["steps_s"] = float(per_position[:p].sum())  # the first p tokens, one step at a time
+        # per repeat, the median step over the last eighth of positions up to p; then median and IQR over repeats
+        last_eighth = [float(np.median(r[p - max(1, p // 8) : p])) for r in decode[name]]
+        row |= spread("decode_s", last_eighth)
+        row["steps_s"] = float(np.median([sum(r[:p]) for r in decode[name]]))  # the first p tokens, step by step
         prefill = models[name].prefill
-        row["prefill_s"] = best_time(lambda: prefill(ids[:, :p]), repeats)  # noqa: B023
+        row |= spread("prefill_s", timings(lambda: prefill(ids[:, :p]), repeats))  # noqa: B023
     for name, model in models.items():  # no step: each token is a forward over what the model can see
         label = name + " (no cache)" if cached(name) else name
         if model.incremental and not cached(name):
             continue
         for p in positions:
             window = ids[:, :p] if cached(name) else ids[:, max(0, p - context_length) : p]
-            seconds = best_time(lambda: model(window), repeats)  # noqa: B023
-            rows.append({"model": label, "position": p, "state_bytes": window.numel() * 8, "decode_s": seconds})
+            seconds = spread("decode_s", timings(lambda: model(window), repeats))  # noqa: B023
+            rows.append({"model": label, "position": p, "state_bytes": window.numel() * 8, **seconds})
     for row in sorted(rows, key=lambda r: (r["model"], r["position"])):
         print(
             f"decode {row['model']:22s} p={row['position']:5d}  {row['decode_s'] * 1e6:9.1f} µs  "
@@ -182,13 +184,19 @@ def state_bytes(state: Sequence[torch.Tensor]) -> int:
     return sum(s.numel() * s.element_size() for s in state)
 
 
-def best_time(fn, repeats: int) -> float:
+def timings(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
-    return min(times)
+    return times
+
+
+def spread(key: str, seconds: Sequence[float]) -> dict[str, float]:
+    """{key: median, key_q25, key_q75}: the interquartile range says how far one reading may be off."""
+    median, q25, q75 = np.percentile(seconds, [50, 25, 75]).tolist()
+    return {key: median, f"{key}_q25": q25, f"{key}_q75": q75}
 
 
 def reach_at_init(names, sizes, T: int) -> dict[str, float]:
@@ -312,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--contexts", type=int, nargs="+", default=[64, 128, 256, 512, 1024, 2048])
     parser.add_argument("--positions", type=int, nargs="+", default=[2**k for k in range(12)])
     parser.add_argument("--batch", type=int, default=8, help="sequences per training step, at every context")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="alternating repeats: median and IQR")
     parser.add_argument("--steps", type=int, default=2, help="training steps per timing")
     parser.add_argument("--max-step-s", type=float, default=5.0, help="a model slower than this stops growing T")
     parser.add_argument("--threads", type=int, default=1)
