@@ -235,6 +235,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one job and write its metrics.json. A single run exits non-zero on failure; in a sweep the job
     records its status and returns, so the other jobs go on (the sweep's exit code is set at its end)."""
     started, load_at_start = time.perf_counter(), round(os.getloadavg()[0], 2)
+    code = code_version()  # read at the start: a commit made while the run trains is not the code it ran
     cpu_at_start = read_cpu_times()  # where the window the thread count is chosen from begins
     threads: FreeCoreThreads | None = None
     quiet_lightning()
@@ -319,7 +320,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics["openmp"] = {**openmp_settings(), "load_avg_at_start": load_at_start}
     metrics["openmp"].update(threads.summary() if threads is not None else {})  # the choice, why, and its changes
     metrics["malloc"] = malloc_setting()
-    metrics["code"] = code_version()  # the commit this run ran, for its results page (seqlab.report)
+    metrics["code"] = code  # the commit this run ran, for its results page (seqlab.report)
     metrics["wall_s"] = round(time.perf_counter() - started, 3)
     try:
         if not resumes_here or "resumed_at_step" in metrics:  # a refused resume leaves the run it names as it was

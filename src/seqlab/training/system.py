@@ -24,6 +24,14 @@ State = tuple[torch.Tensor, ...]
 log = logging.getLogger(__name__)
 
 
+def scored_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean cross-entropy over the targets that are not IGNORE, and their number. A batch with none to score
+    (a stretch of filler in a recall source) has loss 0, not NaN, which would read as divergence."""
+    n_tokens = (y != IGNORE).sum()
+    total = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
+    return total / n_tokens.clamp(min=1), n_tokens
+
+
 class LanguageModel(L.LightningModule):
     """Next-token cross-entropy over every position; perplexity = exp(mean token loss over a whole split).
 
@@ -73,22 +81,18 @@ class LanguageModel(L.LightningModule):
         """The mean token loss, the number of scored tokens, and the logits (B, T, V)."""
         x, y = batch  # (B, T), (B, T)
         logits = self.model(x)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE)
-        return loss, (y != IGNORE).sum(), logits
+        return *scored_loss(logits, y), logits
 
     def _stream_loss(
         self, batch: tuple[torch.Tensor, torch.Tensor], state: State | None
     ) -> tuple[torch.Tensor, torch.Tensor, State]:
         """The mean loss of a stream batch from `state` (None: zeros), its number of scored tokens, and the state
-        after it, detached. A batch with nothing to score (a stretch of filler in a recall stream) has loss 0."""
+        after it, detached."""
         x, y = batch  # (B, T), (B, T): row b continues row b of the previous batch
         if state is not None:
             state = tuple(s.to(x.device) for s in state)  # a no-op but after loading a checkpoint
         logits, state = self.model.forward_with_state(x, state)  # (B, T, V)
-        n_tokens = (y != IGNORE).sum()
-        total = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE, reduction="sum")
-        loss = total / n_tokens.clamp(min=1)
-        return loss, n_tokens, tuple(s.detach() for s in state)  # gradients stop at the batch's start: truncated BPTT
+        return *scored_loss(logits, y), tuple(s.detach() for s in state)  # gradients stop here: truncated BPTT
 
     # --- training -------------------------------------------------------------------------------------
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
