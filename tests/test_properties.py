@@ -36,6 +36,7 @@ def test_timings_are_medians_with_their_interquartile_range():
 def test_quick_run_writes_tables_plot_and_tensorboard(tmp_path):
     models = ["rnn", "transformer", "ssm", "mingru"]
     cmd = [sys.executable, "-m", "seqlab.analysis.properties", "--quick", "--out", str(tmp_path), "--models", *models]
+    cmd += ["--report", str(tmp_path / "study")]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     train = list(csv.DictReader((tmp_path / "training.csv").read_text().splitlines()))
@@ -60,6 +61,17 @@ def test_quick_run_writes_tables_plot_and_tensorboard(tmp_path):
     steps = [e.step for e in events.Scalars("properties/state_bytes/transformer")]
     assert steps == [1, 4, 16, 64]
     assert not math.isnan(events.Scalars("properties/train_s_per_seq/ssm")[0].value)
+
+    # --report: a results page made from runs.csv alone, checked like a sweep's
+    from seqlab.analysis.report import differences
+
+    study = tmp_path / "study"
+    manifest = json.loads((study / "manifest.json").read_text())
+    assert manifest["commands"][0].startswith("python -m seqlab.properties --quick") and manifest["git_commit_of"]
+    assert "transformer: T^" in (study / "results.md").read_text() and differences(study) == []
+    page = (study / "results.md").read_text()
+    (study / "results.md").write_text(page.replace("transformer: T^", "transformer: T^9", 1))
+    assert differences(study) == ["results.md"]  # a hand-edited cell is caught
 
 
 @pytest.mark.slow

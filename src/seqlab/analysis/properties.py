@@ -2,6 +2,7 @@
 
     python -m seqlab.properties                      # contexts 64..2048, positions 1..2048 (≈25 min on 2 cores)
     python -m seqlab.properties --quick --out DIR    # small and fast, for CI: the numbers mean little
+    python -m seqlab.properties --report docs/results/properties   # also a results page (runs.csv, manifest.json)
 
 Writes into --out: training.csv (time per sequence, training-step memory, by context), generation.csv (per-token
 decode latency, prefill time and state/cache bytes, by position), properties.md (the seed's table with measured
@@ -16,6 +17,9 @@ Memory on CPU is counted, not sampled: the bytes of the tensors autograd keeps f
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqlab.analysis import tables
+from seqlab.analysis import report, tables
 from seqlab.analysis.properties_trained import TRAINED_CLAIMS, TRAINED_NOTES, runs_table, train_cells
+from seqlab.launch.provenance import code_version
 from seqlab.models.base import SequenceModel
 from seqlab.models.catalog import build_model, model_class, model_config, model_names
 from seqlab.training.callbacks.gradient_profile import gradient_profile
@@ -285,6 +290,129 @@ def markdown_table(rows: list[dict], keys: list[str]) -> str:
     return tables.markdown_table(rows, keys, fmt, missing="")
 
 
+# --- the measurements as one table, and the pages made from it (python -m seqlab.report --regenerate) -----------
+
+TEXT_COLUMNS = ["part", "property", "cell"]  # runs.csv's columns read back as text (model is text already)
+
+
+def measurement_rows(train, gen, reach, sizes, params, cells) -> list[dict]:
+    """Every number the pages show, one row each: `part` says which table (model, training, generation) or,
+    for the cells that need training, `trained` with the cell's text."""
+    rows = [
+        {"part": "model", "model": n, "hidden_size": sizes[n], "params": params[n], "reach_at_init": reach.get(n)}
+        for n in params
+    ]
+    rows += [{"part": "training", **r} for r in train] + [{"part": "generation", **r} for r in gen]
+    derived = measured_cells(train, gen, reach, params)
+    rows += [
+        {"part": "trained", "property": prop, "model": m, "cell": c}
+        for prop, per_model in cells.items()
+        if prop not in derived
+        for m, c in per_model.items()
+    ]
+    return rows
+
+
+def parts(rows: list[dict]) -> dict[str, list[dict]]:
+    """rows by part, each without its empty cells and without `part`."""
+    out: dict[str, list[dict]] = {"model": [], "training": [], "generation": [], "trained": []}
+    for r in rows:
+        out[r["part"]].append({k: v for k, v in r.items() if k != "part" and v is not None and v != ""})
+    return out
+
+
+def cells_of(rows: list[dict]) -> dict[str, dict[str, str]]:
+    p = parts(rows)
+    reach = {r["model"]: r["reach_at_init"] for r in p["model"] if "reach_at_init" in r}
+    cells = measured_cells(p["training"], p["generation"], reach, {r["model"]: r["params"] for r in p["model"]})
+    for r in p["trained"]:
+        cells.setdefault(r["property"], {})[r["model"]] = r["cell"]
+    return cells
+
+
+def body(rows: list[dict], setup: str) -> str:
+    """The seed's table with the measured cells, and the tables behind it."""
+    p = parts(rows)
+    return "\n\n".join(
+        [
+            setup,
+            seed_table(cells_of(rows)),
+            "## Training, by context",
+            markdown_table(p["training"], tables.columns_of(p["training"])),
+            "## Generation, by position",
+            markdown_table(
+                p["generation"],
+                [
+                    "model",
+                    "position",
+                    "decode_s",
+                    "decode_s_q25",
+                    "decode_s_q75",
+                    "prefill_s",
+                    "steps_s",
+                    "state_bytes",
+                ],
+            ),
+        ]
+    )
+
+
+def pages(rows: list[dict], manifest: dict) -> dict[str, str]:
+    """results.md and summary.md of a properties study, from its runs.csv rows and manifest alone."""
+    cells = cells_of(rows)
+    commit = (manifest.get("git_commit") or "unknown")[:12]
+    results = [
+        f"# {manifest['study']}",
+        f"Made by `{manifest['commands'][0]}` at commit {commit}. Versions, machine and wall time: "
+        "[manifest.json](manifest.json); every measurement: [runs.csv](runs.csv).",
+        *([f"Notes: {manifest['notes']}"] if manifest.get("notes") else []),
+        body(rows, manifest["setup"]),
+        "![training time and memory against the context; decode latency and state against the position](results.png)",
+        f"Rebuild this page from runs.csv: `python -m seqlab.report --regenerate docs/results/{manifest['study']}`",
+    ]
+    by_model = lambda prop: ", ".join(f"{m} {c}" for m, c in sorted(cells[prop].items()))  # noqa: E731
+    summary = [
+        f"Training time per sequence against the context T (fitted exponent): {by_model('Compute (training)')}.",
+        f"Per-token decode latency, position 64 → the last: {by_model('Compute (inference)')}.",
+    ]
+    return {"results.md": "\n\n".join(results) + "\n", "summary.md": "\n\n".join(summary) + "\n"}
+
+
+def plot_study(rows: list[dict], path: Path) -> None:
+    p = parts(rows)
+    tables.save_figure(plot(p["training"], p["generation"]), path, dpi=80)
+
+
+def write_study(study_dir: Path, rows: list[dict], setup: str, argv: list[str], code: dict, wall_s: float) -> None:
+    """runs.csv, manifest.json and the pages, as seqlab.report writes a sweep's (its --check covers them)."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    tables.write_csv(rows, study_dir / "runs.csv")
+    manifest = {
+        "study": study_dir.name,
+        "made_by": "seqlab.properties",
+        "commands": [shlex.join(["python", "-m", "seqlab.properties", *argv])],
+        "git_commit": code["commit"],
+        "git_dirty": code["dirty"],
+        "git_commit_of": "the measurement",
+        "seeds": [],
+        "versions": report.versions(),
+        "machine": report.machine() | {"measured_on": "the machine that measured"},
+        "threads": [torch.get_num_threads()],
+        "wall_s": {"sweep": round(wall_s, 1)},
+        "date": report.iso(time.time()),
+        "setup": setup,
+        "settings": [],
+        "text_columns": TEXT_COLUMNS,
+        "figures": {"results.png": "training time and memory by context; decode latency and state by position"},
+        "notes": "Timings are medians of alternating repeats with their interquartile range (the _q25/_q75 "
+        "columns of runs.csv): random inputs, so there are no seeds; the repeats are the spread.",
+        "order": 90,
+    }
+    (study_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    report.regenerate(study_dir)
+    print("wrote", study_dir)
+
+
 def plot(train: list[dict], gen: list[dict]):
     import matplotlib
 
@@ -330,12 +458,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2], help="lr grid of the trained cells")
     parser.add_argument("--recall-gaps", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--recall-steps", type=int, default=600)
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="STUDY_DIR",
+        help="also write a results page, e.g. docs/results/properties",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every trained run, e.g. data.batch_size=32")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.quick:
         args.contexts, args.positions, args.batch = [16, 32, 64], [1, 4, 16, 64], 2
         args.repeats, args.steps, args.params = 1, 1, 10_000
     torch.set_num_threads(args.threads)
+    t0, started = time.time(), code_version()  # the commit that measured, read before the long measurement
     out = args.out or Path("outputs/properties") / time.strftime("%Y-%m-%d_%H-%M-%S")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -367,25 +504,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     for name, rows in (("training", train), ("generation", gen)):
         tables.write_csv(rows, out / f"{name}.csv")  # every column, first seen first
-    table = seed_table(cells)
     setup = (
         f"{args.threads} thread(s), batch {args.batch} at every context, exponents fitted over T ≥ {FIT_FROM}, "
         f"{args.repeats} repeats × {args.steps} steps, models matched to ≈{args.params:,} parameters at context 64: "
         + ", ".join(f"{n} {params[n]:,}" for n in args.models)
     )
-    md = "\n\n".join(
-        [
-            "# Properties, measured",
-            setup,
-            table,
-            "## Training, by context",
-            markdown_table(train, list(train[0])),
-            "## Generation, by position",
-            markdown_table(gen, ["model", "position", "decode_s", "prefill_s", "steps_s", "state_bytes"]),
-            *(["## Trained runs", markdown_table(runs_table(runs), list(runs_table(runs)[0]))] if runs else []),
-        ]
-    )
-    (out / "properties.md").write_text(md + "\n")
+    rows = measurement_rows(train, gen, reach, sizes, params, cells)
+    table = seed_table(cells)
+    trained_runs = ["## Trained runs", markdown_table(runs_table(runs), list(runs_table(runs)[0]))] if runs else []
+    (out / "properties.md").write_text("\n\n".join(["# Properties, measured", body(rows, setup), *trained_runs]) + "\n")
+    if args.report:
+        write_study(args.report, rows, setup, argv, started, time.time() - t0)
     figure = plot(train, gen)
     tables.save_figure(figure, out / "properties.png", close=False)  # TensorBoard gets it next
 

@@ -450,8 +450,8 @@ def make_manifest(dirs: Sequence[Path], study: str, runs: list[Row], settings: l
             "jobs_total": round(sum(wall), 1),
             "sweep": round(max(finished) - min(started), 1) if finished and started else None,
         },
-        "date": _iso(max(finished)) if finished else None,
-        "reported": _iso(time.time()),
+        "date": iso(max(finished)) if finished else None,
+        "reported": iso(time.time()),
         "settings": settings,
     } | choices
 
@@ -475,7 +475,7 @@ def jobs_code(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _iso(seconds: float) -> str:
+def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat(timespec="seconds")
 
 
@@ -536,20 +536,30 @@ def report(
 
 def load_study(study_dir: Path) -> tuple[list[Row], dict[str, Any]]:
     manifest = json.loads((study_dir / "manifest.json").read_text())
-    return read_runs(study_dir / "runs.csv", manifest["settings"]), manifest
+    text = manifest["settings"] + manifest.get("text_columns", [])
+    return read_runs(study_dir / "runs.csv", text), manifest
 
 
 def pages(study_dir: Path) -> dict[str, str]:
     runs, manifest = load_study(study_dir)
+    if manifest.get("made_by") == "seqlab.properties":  # its rows are measurements, not jobs: its own pages
+        from seqlab.analysis import properties
+
+        return properties.pages(runs, manifest)
     return {"results.md": render_results(runs, manifest), "summary.md": render_summary(runs, manifest)}
 
 
 def regenerate(study_dir: Path) -> None:
     """results.md, summary.md and results.png again from runs.csv and manifest.json."""
+    for name, text in pages(study_dir).items():
+        (study_dir / name).write_text(text)
     runs, manifest = load_study(study_dir)
-    (study_dir / "results.md").write_text(render_results(runs, manifest))
-    (study_dir / "summary.md").write_text(render_summary(runs, manifest))
-    plot_results(runs, manifest, study_dir / "results.png")
+    if manifest.get("made_by") == "seqlab.properties":
+        from seqlab.analysis import properties
+
+        properties.plot_study(runs, study_dir / "results.png")
+    else:
+        plot_results(runs, manifest, study_dir / "results.png")
 
 
 def differences(study_dir: Path) -> list[str]:
