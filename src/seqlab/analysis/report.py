@@ -584,12 +584,8 @@ def readme_block(readme: Path, root: Path = RESULTS) -> str:
     parts = [MARKERS[0], "<!-- made by `python -m seqlab.report --readme README.md` from docs/results/*/runs.csv -->"]
     for study_dir in sorted(found, key=lambda d: (order[d], d.name)):
         link = os.path.relpath(study_dir / "results.md", readme.resolve().parent)
-        parts += [
-            "",
-            f"**{study_dir.name}** ([table and figures]({link}))",
-            "",
-            relink(readme_summary(study_dir), study_dir, readme.resolve().parent),
-        ]
+        summary = relink(readme_summary(study_dir), study_dir, readme.resolve().parent)
+        parts += ["", f"**{study_dir.name}** ([table and figures]({link})): {summary}"]
     return "\n".join([*parts, MARKERS[1]])
 
 
