@@ -1,4 +1,4 @@
-"""Recall against state size (issue 23): MQAR accuracy per number of pairs K against the bytes of state each model
+"""Recall against state size: MQAR accuracy per number of pairs K against the bytes of state each model
 holds, one line per model through its widths, and K₅₀ (the largest K recalled at ≥ 0.5) per model and width.
 
     python -m seqlab.analysis.recall_capacity SWEEP_DIR [SWEEP_DIR ...] --study recall_capacity

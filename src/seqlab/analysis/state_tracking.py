@@ -1,4 +1,4 @@
-"""The state-tracking table (issue 22): accuracy per length bucket beside the theory's prediction, per model and task.
+"""The state-tracking table: accuracy per length bucket beside the theory's prediction, per model and task.
 
     python -m seqlab.analysis.state_tracking lrs STAGE1_SWEEP            # the lr per model: prints +st_lr={...}
     python -m seqlab.analysis.state_tracking table SWEEP [SWEEP ...] --study state_tracking [--lr-sweep STAGE1_SWEEP]
@@ -80,7 +80,7 @@ def reason(model: str, task: str) -> str:
         return "eigenvalues in [0, 1]: no parity at any length (Grazzi et al. 2025)"
     if model == "deltanet_signed":
         if task == "s5":
-            return "not solvable; the issue expects no linear recurrence of this kind to track it"
+            return "not solvable: no linear recurrence of this kind is expected to track it"
         return "one reflection per token and head: a rotation (a 3-cycle) takes two; layers may compose them"
     if model == "deltanet":
         return "eigenvalues in [0, 1]: no periodic state (Grazzi et al. 2025)"

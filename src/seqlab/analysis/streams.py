@@ -1,4 +1,4 @@
-"""The streams table (issue 23): recall accuracy, seconds and state bytes at each stream length, one row per model.
+"""The streams table: recall accuracy, seconds and state bytes at each stream length, one row per model.
 
     python -m seqlab.analysis.streams evaluate RUN_DIR [RUN_DIR ...] [--lengths 1024 65536] [--streams 128]
     python -m seqlab.analysis.streams table SWEEP_DIR [SWEEP_DIR ...] --study streams   # docs/results/streams/

@@ -1,4 +1,4 @@
-"""Recall over long streams in constant memory (issue 23): a model trained on 256-token induction sequences
+"""Recall over long streams in constant memory: a model trained on 256-token induction sequences
 (seqlab.data.induction) reads streams of 2^10 .. 2^16 tokens and must still give the target it saw once,
 anywhere in the stream, when the trigger comes again at the end (Mamba's extrapolation test, Gu & Dao 2023).
 
