@@ -1,4 +1,4 @@
-"""The seed's properties table, measured: every model in conf/model/ at a matched parameter count, on this machine.
+"""The properties table often drawn for RNNs, Transformers and state-space models, measured: every model in conf/model/ at a matched parameter count, on this machine.
 
     python -m seqlab.properties                      # contexts 64..2048, positions 1..2048 (≈25 min on 2 cores)
     python -m seqlab.properties --quick --out DIR    # small and fast, for CI: the numbers mean little
@@ -36,9 +36,9 @@ from seqlab.models.catalog import build_model, model_class, model_config, model_
 from seqlab.training.callbacks.gradient_profile import gradient_profile
 
 VOCAB = 66  # Tiny Shakespeare's
-# the seed's columns, each filled by the models whose class declares that `family` (models/base.py)
+# the usual table's columns, each filled by the models whose class declares that `family` (models/base.py)
 COLUMNS = {"RNN": "RNN", "Transformer": "Transformer", "State-Space": "State-Space"}
-COLUMNS["feedforward"] = "feedforward (not in the seed)"
+COLUMNS["feedforward"] = "feedforward (not in the usual table)"
 CLAIMS = {  # the seed's cells, RNN / Transformer / State-Space
     "Compute (training)": ("O(T)", "O(T²)", "O(T log T)"),
     "Compute (inference)": ("O(1)/step", "O(T)/step", "O(1)/step"),
