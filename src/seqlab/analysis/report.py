@@ -76,6 +76,7 @@ METRICS = [
     "wall_s",
 ]
 HIGHER_IS_BETTER = {"recall_acc", "train_tokens_per_s"}
+EVERY = "*"  # --rank-across '*': rank every configuration against every other, whatever its settings
 TEXT_COLUMNS = {"job", "model", "data", "status", "reason"}
 Row = dict[str, Any]
 
@@ -209,15 +210,18 @@ def not_ok(jobs: list[Row]) -> str:
 def rankings(runs: list[Row], manifest: dict[str, Any]) -> list[str]:
     """One chain per value of the other settings, e.g. `data.gap=16: gru 0.99 ± 0.01 > lstm 0.97 ± 0.02 ≈ rnn …`."""
     settings, metric, across = manifest["settings"], manifest["metric"], manifest.get("rank_across")
-    if across not in settings:
+    if across not in settings and not (across == EVERY and settings):
         return []
     higher = metric in HIGHER_IS_BETTER
-    others = [k for k in settings if k != across]
+    others = [] if across == EVERY else [k for k in settings if k != across]
     groups: dict[tuple[str, ...], list[tuple[str, list[Row]]]] = {}
     for key, jobs in configurations(runs, settings):
         named = dict(zip(settings, key, strict=True))
-        label = named[across] or "(default)"
-        label = label if across == "model" else f"{across.rsplit('.', 1)[-1]}={label}"  # radius=0.9, not 0.9
+        if across == EVERY:  # every configuration against every other: e.g. a tuned recipe against the defaults
+            label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v or '(default)'}" for k, v in named.items())
+        else:
+            label = named[across] or "(default)"
+            label = label if across == "model" else f"{across.rsplit('.', 1)[-1]}={label}"  # radius=0.9, not 0.9
         groups.setdefault(tuple(named[k] for k in others), []).append((label, jobs))
     lines = []
     for key, members in groups.items():
@@ -301,7 +305,8 @@ def render_results(runs: list[Row], manifest: dict[str, Any]) -> str:
     if ranked:
         better = "higher" if metric in HIGHER_IS_BETTER else "lower"
         lines += [
-            f"## {metric} by {manifest['rank_across']} ({better} is better)",
+            f"## {metric} by {'configuration' if manifest['rank_across'] == EVERY else manifest['rank_across']} "
+            f"({better} is better)",
             "",
             f"`{'>' if better == 'higher' else '<'}`: the neighbours' mean ± sd bands do not overlap; `≈`: they "
             "overlap, or a side has fewer than 2 seeds, so the two are not separated.",
@@ -339,6 +344,7 @@ def plot_results(runs: list[Row], manifest: dict[str, Any], path: Path) -> None:
     settings, metric, across = manifest["settings"], manifest["metric"], manifest.get("rank_across")
     groups = configurations(runs, settings)
     numeric = [k for k in settings if k != across and len({key[settings.index(k)] for key, _ in groups}) > 1]
+    numeric = [] if across == EVERY else numeric  # configurations side by side, not a line through a setting
     numeric = [k for k in numeric if all(_is_float(key[settings.index(k)]) for key, _ in groups)]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     if numeric:
@@ -625,7 +631,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--metric", default=None, help="ranked metric (default recall_acc, excess_loss or best_val_ppl)"
     )
-    parser.add_argument("--rank-across", default="model", help="the setting to rank (default model; none: no ranking)")
+    parser.add_argument(
+        "--rank-across",
+        default="model",
+        help="the setting to rank within each value of the others (default model; '*': every configuration; none)",
+    )
     parser.add_argument("--notes", default="", help='free text for the manifest, e.g. "one seed: ~2 h per run"')
     parser.add_argument(
         "--headline",
