@@ -22,6 +22,7 @@ from seqlab.analysis.report import (
     current_readme_block,
     differences,
     main,
+    rankings,
     readme_block,
     studies,
     update_readme,
@@ -228,3 +229,21 @@ def test_a_real_sweep_with_seeds_end_to_end(tmp_path: Path) -> None:
     assert (out / "grad_profiles.png").is_file() and differences(out) == []
     shutil.rmtree(sweep)  # the pages need nothing from the sweep any more
     assert main(["--regenerate", str(out)]) == 0 and differences(out) == []
+
+
+def test_rank_across_every_configuration_ranks_recipes_whose_settings_differ_together() -> None:
+    """A tuned recipe changes lr and weight decay at once: ranked within each weight decay there is nothing to
+    order; `--rank-across '*'` ranks the two recipes against each other."""
+    recipes = {("0.003", "0.1"): [6.2, 6.3, 6.3], ("0.009", "0.005"): [5.9, 5.9, 6.0]}
+    runs = [
+        {"optim.lr": lr, "optim.weight_decay": wd, "seed": seed, "status": "ok", "best_val_ppl": ppl}
+        for (lr, wd), ppls in recipes.items()
+        for seed, ppl in enumerate(ppls)
+    ]
+    manifest = {"settings": ["optim.lr", "optim.weight_decay"], "metric": "best_val_ppl"}
+    assert rankings(runs, manifest | {"rank_across": "optim.lr"}) == []
+    tuned, defaults = recipes[("0.009", "0.005")], recipes[("0.003", "0.1")]
+    assert max(tuned) + statistics.stdev(tuned) < min(defaults)  # the bands are apart: "<", not "≈"
+    assert rankings(runs, manifest | {"rank_across": "*"}) == [
+        "- lr=0.009, weight_decay=0.005 5.933 ± 0.058 < lr=0.003, weight_decay=0.1 6.267 ± 0.058"
+    ]
