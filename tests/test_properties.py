@@ -111,3 +111,15 @@ def test_trained_cells_fill_the_table_and_a_diverged_lr_loses_nothing(tmp_path, 
         "mlp_padded-lr10000": "diverged",
     }
     assert "## Trained runs" in md
+
+
+def test_a_latency_change_inside_the_spread_is_not_a_trend():
+    from seqlab.analysis.properties import latency_trend
+
+    def row(model, p, median, q25, q75):
+        return {"model": model, "position": p, "decode_s": median, "decode_s_q25": q25, "decode_s_q75": q75}
+
+    gen = [row("rnn", 64, 55e-6, 54e-6, 80e-6), row("rnn", 2048, 70e-6, 60e-6, 90e-6)]  # ranges overlap
+    gen += [row("transformer", 64, 600e-6, 590e-6, 620e-6), row("transformer", 2048, 900e-6, 880e-6, 950e-6)]
+    gen += [row("rnn", 1, 300e-6, 290e-6, 310e-6)]  # positions before 64 (warm-up) are not compared
+    assert latency_trend(gen) == (["rnn"], ["transformer"])

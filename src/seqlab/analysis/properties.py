@@ -371,11 +371,29 @@ def pages(rows: list[dict], manifest: dict) -> dict[str, str]:
         f"Rebuild this page from runs.csv: `python -m seqlab.report --regenerate docs/results/{manifest['study']}`",
     ]
     by_model = lambda prop: ", ".join(f"{m} {c}" for m, c in sorted(cells[prop].items()))  # noqa: E731
+    flat, grows = latency_trend(parts(rows)["generation"])
     summary = [
         f"Training time per sequence against the context T (fitted exponent): {by_model('Compute (training)')}.",
-        f"Per-token decode latency, position 64 → the last: {by_model('Compute (inference)')}.",
+        "Per-token decode latency from position 64 to the last: within its interquartile range (flat) for "
+        f"{', '.join(flat) or 'none'}; beyond it for "
+        + (", ".join(f"{m} {cells['Compute (inference)'][m]}" for m in grows) or "none")
+        + ".",
     ]
     return {"results.md": "\n\n".join(results) + "\n", "summary.md": "\n\n".join(summary) + "\n"}
+
+
+def latency_trend(gen: list[dict]) -> tuple[list[str], list[str]]:
+    """(models whose decode latency at position 64 and at the last position have overlapping interquartile
+    ranges, models whose ranges are apart): a difference inside the spread is not a trend."""
+    flat, grows = [], []
+    for name in sorted({r["model"] for r in gen}):
+        rows = sorted((r for r in gen if r["model"] == name and r["position"] >= 64), key=lambda r: r["position"])
+        if len(rows) < 2 or "decode_s_q25" not in rows[0]:
+            continue
+        first, last = rows[0], rows[-1]
+        apart = first["decode_s_q75"] < last["decode_s_q25"] or last["decode_s_q75"] < first["decode_s_q25"]
+        (grows if apart else flat).append(name)
+    return flat, grows
 
 
 def plot_study(rows: list[dict], path: Path) -> None:
