@@ -444,13 +444,15 @@ def plot(train: list[dict], gen: list[dict]):
         (axes[1, 0], gen, "position", "decode_s", "decode latency per token (s)"),
         (axes[1, 1], gen, "position", "state_bytes", "state / cache / window kept (B)"),
     ]
+    names = sorted({r["model"].split(" ")[0] for r in train + gen})
     for ax, rows, x_key, y_key, label in panels:
         for name in sorted({r["model"] for r in rows}):
             pts = [(r[x_key], r[y_key]) for r in rows if r["model"] == name and r.get(y_key)]
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 k = f" (^{exponent(xs, ys):.2f})" if x_key == "context" else ""
-                ax.plot(xs, ys, marker="o", ms=3, label=name + k, ls="--" if "no cache" in name else "-")
+                color = plt.cm.tab20(names.index(name.split(" ")[0]) % 20)  # one colour per model, in every panel
+                ax.plot(xs, ys, marker="o", ms=3, label=name + k, ls="--" if "no cache" in name else "-", color=color)
         ax.set(xscale="log", yscale="log", xlabel=x_key, ylabel=label)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
