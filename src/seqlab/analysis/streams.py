@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -126,6 +127,29 @@ def render(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(header + (["Why a row stops:", "", *notes, ""] if notes else []))
 
 
+def headline(rows: Sequence[dict[str, Any]]) -> str:
+    """The README's line: recall at the longest stream per model (and width), at the lr the table chose."""
+    lengths = sorted({r["length"] for r in rows if isinstance(r["length"], int)})
+    if not lengths:
+        return ""
+    last, keys = lengths[-1], ["model", "hidden_size"] if len({r["hidden_size"] for r in rows}) > 1 else ["model"]
+    read, unread, seeds = [], [], set()
+    for key, found in sorted(chosen(rows, keys).items(), key=lambda kv: (display_order(str(kv[0][0])), kv[0][1:])):
+        at = [
+            r for r in found if r["status"] == "ok" and r["length"] == last and isinstance(r["accuracy"], int | float)
+        ]
+        name = " ".join(str(k) for k in key)
+        if at:
+            read.append(f"{name} {statistics.fmean(r['accuracy'] for r in at):.2f}")
+            seeds.add(len({r["seed"] for r in at}))
+        else:
+            unread.append(name)
+    n = "–".join(str(k) for k in sorted(seeds)) if seeds else "0"
+    text = f"Recall of the answer at the end of streams of {last:,} tokens (mean of {n} seeds at each model's lr): "
+    text += ", ".join(read) + (f"; not read at {last:,}: {', '.join(unread)} (the table says why)" if unread else "")
+    return text + ". Every length, the seconds and the state bytes: [streams.md](streams.md)."
+
+
 def number(text: str) -> Any:
     """A csv cell back to what it was: int, float, or text (empty: None)."""
     for kind in (int, float):
@@ -195,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("table: give sweep dirs and --study NAME or --out DIR (or --regenerate DIR)")
         out = args.out or RESULTS / args.study
         if args.study:
-            make_study(args.dirs, args.study, out, metric="recall_acc", notes=args.notes)
+            headline_text = headline(collect(args.dirs))
+            make_study(args.dirs, args.study, out, metric="recall_acc", notes=args.notes, headline=headline_text)
         write_table(collect(args.dirs), out)
         print(f"wrote {out / 'streams.md'}")
         return 0
