@@ -129,14 +129,16 @@ def render(rows: Sequence[dict[str, Any]]) -> str:
 
 def headline(rows: Sequence[dict[str, Any]]) -> str:
     """The README's line: recall at the longest stream per model (and width), at the lr the table chose."""
-    lengths = sorted({r["length"] for r in rows if isinstance(r["length"], int)})
+    lengths = sorted({r.get("length") for r in rows if isinstance(r.get("length"), int)})
     if not lengths:
         return ""
     last, keys = lengths[-1], ["model", "hidden_size"] if len({r["hidden_size"] for r in rows}) > 1 else ["model"]
     read, unread, seeds = [], [], set()
     for key, found in sorted(chosen(rows, keys).items(), key=lambda kv: (display_order(str(kv[0][0])), kv[0][1:])):
         at = [
-            r for r in found if r["status"] == "ok" and r["length"] == last and isinstance(r["accuracy"], int | float)
+            r
+            for r in found
+            if r["status"] == "ok" and r.get("length") == last and isinstance(r.get("accuracy"), int | float)
         ]
         name = " ".join(str(k) for k in key)
         if at:
