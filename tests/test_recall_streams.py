@@ -289,3 +289,18 @@ def test_mqar_run_reports_each_k(tmp_path):
 def test_k50_is_the_largest_k_recalled_at_half():
     rows = [{"pairs": 4, "recall_acc": 0.99}, {"pairs": 8, "recall_acc": 0.5}, {"pairs": 16, "recall_acc": 0.1}]
     assert k50(rows) == 8 and k50(rows[2:]) is None
+
+
+def test_the_streams_headline_is_recall_at_the_longest_length_at_each_models_chosen_lr() -> None:
+    from seqlab.analysis.streams import headline
+
+    def row(model, lr, seed, loss, length=None, acc=None):
+        base = {"model": model, "hidden_size": 64, "lr": lr, "seed": seed, "status": "ok", "best_val_loss": loss}
+        return base | ({"length": length, "accuracy": acc} if length else {})
+
+    rows = [row("lstm", 1e-3, 0, 0.5, 1024, 1.0), row("lstm", 1e-3, 0, 0.5, 65536, 0.2)]  # the worse lr
+    rows += [row("lstm", 3e-3, s, 0.1, 65536, acc) for s, acc in enumerate([0.9, 0.8, 1.0])]  # chosen: mean 0.90
+    rows += [row("transformer", 3e-3, 0, 0.3)]  # a job without streams
+    text = headline(rows)
+    assert "streams of 65,536 tokens (mean of 3 seeds" in text and "lstm 0.90" in text
+    assert "not read at 65,536: transformer" in text
