@@ -1,6 +1,8 @@
-"""The properties table often drawn for RNNs, Transformers and state-space models, measured: every model in conf/model/ at a matched parameter count, on this machine.
+"""The properties table often drawn for RNNs, Transformers and state-space models, measured on this machine.
 
-    python -m seqlab.properties                      # contexts 64..2048, positions 1..2048 (≈25 min on 2 cores)
+Every model in conf/model/, at a matched parameter count:
+
+    python -m seqlab.properties                      # contexts 64..2048, positions 1..2048 (≈7 min on 2 cores)
     python -m seqlab.properties --quick --out DIR    # small and fast, for CI: the numbers mean little
     python -m seqlab.properties --report docs/results/properties   # also a results page (runs.csv, manifest.json)
 
@@ -39,7 +41,7 @@ VOCAB = 66  # Tiny Shakespeare's
 # the usual table's columns, each filled by the models whose class declares that `family` (models/base.py)
 COLUMNS = {"RNN": "RNN", "Transformer": "Transformer", "State-Space": "State-Space"}
 COLUMNS["feedforward"] = "feedforward (not in the usual table)"
-CLAIMS = {  # the seed's cells, RNN / Transformer / State-Space
+CLAIMS = {  # the usual table's cells, RNN / Transformer / State-Space
     "Compute (training)": ("O(T)", "O(T²)", "O(T log T)"),
     "Compute (inference)": ("O(1)/step", "O(T)/step", "O(1)/step"),
     "Streaming inference": ("✓✓", "✗ (needs cache)", "✓✓"),
@@ -295,19 +297,17 @@ def markdown_table(rows: list[dict], keys: list[str]) -> str:
 TEXT_COLUMNS = ["part", "property", "cell"]  # runs.csv's columns read back as text (model is text already)
 
 
-def measurement_rows(train, gen, reach, sizes, params, cells) -> list[dict]:
+def measurement_rows(train, gen, reach, sizes, params, trained) -> list[dict]:
     """Every number the pages show, one row each: `part` says which table (model, training, generation) or,
-    for the cells that need training, `trained` with the cell's text."""
+    for the cells that need training ({property: {model: cell}}), `trained` with the cell's text."""
     rows = [
         {"part": "model", "model": n, "hidden_size": sizes[n], "params": params[n], "reach_at_init": reach.get(n)}
         for n in params
     ]
     rows += [{"part": "training", **r} for r in train] + [{"part": "generation", **r} for r in gen]
-    derived = measured_cells(train, gen, reach, params)
     rows += [
         {"part": "trained", "property": prop, "model": m, "cell": c}
-        for prop, per_model in cells.items()
-        if prop not in derived
+        for prop, per_model in trained.items()
         for m, c in per_model.items()
     ]
     return rows
@@ -331,7 +331,7 @@ def cells_of(rows: list[dict]) -> dict[str, dict[str, str]]:
 
 
 def body(rows: list[dict], setup: str) -> str:
-    """The seed's table with the measured cells, and the tables behind it."""
+    """The properties table with the measured cells, and the tables behind it."""
     p = parts(rows)
     return "\n\n".join(
         [
@@ -507,6 +507,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reach = reach_at_init(args.models, sizes, max(args.contexts[:3]))
     cells = measured_cells(train, gen, reach, params)
     runs: list[dict] = []
+    trained: dict[str, dict[str, str]] = {}
     if args.train_budget:
         widths = {n: ("hidden_size", sizes[n]) if sizes[n] else None for n in args.models}
         runs, trained = train_cells(
@@ -529,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.repeats} repeats × {args.steps} steps, models matched to ≈{args.params:,} parameters at context 64: "
         + ", ".join(f"{n} {params[n]:,}" for n in args.models)
     )
-    rows = measurement_rows(train, gen, reach, sizes, params, cells)
+    rows = measurement_rows(train, gen, reach, sizes, params, trained)
     table = seed_table(cells)
     trained_runs = ["## Trained runs", markdown_table(runs_table(runs), list(runs_table(runs)[0]))] if runs else []
     (out / "properties.md").write_text("\n\n".join(["# Properties, measured", body(rows, setup), *trained_runs]) + "\n")

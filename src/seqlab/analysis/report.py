@@ -343,8 +343,9 @@ def plot_results(runs: list[Row], manifest: dict[str, Any], path: Path) -> None:
     others; without a numeric setting, one point per configuration."""
     settings, metric, across = manifest["settings"], manifest["metric"], manifest.get("rank_across")
     groups = configurations(runs, settings)
-    numeric = [k for k in settings if k != across and len({key[settings.index(k)] for key, _ in groups}) > 1]
-    numeric = [] if across == EVERY else numeric  # configurations side by side, not a line through a setting
+    # with EVERY, configurations side by side, not a line through one of their settings
+    varied = [k for k in settings if across != EVERY and k != across]
+    numeric = [k for k in varied if len({key[settings.index(k)] for key, _ in groups}) > 1]
     numeric = [k for k in numeric if all(_is_float(key[settings.index(k)]) for key, _ in groups)]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     if numeric:
@@ -546,24 +547,34 @@ def load_study(study_dir: Path) -> tuple[list[Row], dict[str, Any]]:
     return read_runs(study_dir / "runs.csv", text), manifest
 
 
-def pages(study_dir: Path) -> dict[str, str]:
-    runs, manifest = load_study(study_dir)
-    if manifest.get("made_by") == "seqlab.properties":  # its rows are measurements, not jobs: its own pages
-        from seqlab.analysis import properties
+def measured_by_tool(manifest: dict[str, Any]) -> Any:
+    """The module whose pages a study has when its rows are measurements, not jobs (seqlab.properties), else None."""
+    if manifest.get("made_by") == "seqlab.properties":
+        from seqlab.analysis import properties  # torch: only for that study
 
-        return properties.pages(runs, manifest)
+        return properties
+    return None
+
+
+def pages(study_dir: Path) -> dict[str, str]:
+    return render_pages(*load_study(study_dir))
+
+
+def render_pages(runs: list[Row], manifest: dict[str, Any]) -> dict[str, str]:
+    tool = measured_by_tool(manifest)
+    if tool is not None:
+        return tool.pages(runs, manifest)
     return {"results.md": render_results(runs, manifest), "summary.md": render_summary(runs, manifest)}
 
 
 def regenerate(study_dir: Path) -> None:
     """results.md, summary.md and results.png again from runs.csv and manifest.json."""
-    for name, text in pages(study_dir).items():
-        (study_dir / name).write_text(text)
     runs, manifest = load_study(study_dir)
-    if manifest.get("made_by") == "seqlab.properties":
-        from seqlab.analysis import properties
-
-        properties.plot_study(runs, study_dir / "results.png")
+    for name, text in render_pages(runs, manifest).items():
+        (study_dir / name).write_text(text)
+    tool = measured_by_tool(manifest)
+    if tool is not None:
+        tool.plot_study(runs, study_dir / "results.png")
     else:
         plot_results(runs, manifest, study_dir / "results.png")
 

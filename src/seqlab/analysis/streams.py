@@ -220,10 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.dirs or not (args.study or args.out):
             parser.error("table: give sweep dirs and --study NAME or --out DIR (or --regenerate DIR)")
         out = args.out or RESULTS / args.study
+        rows = collect(args.dirs)
         if args.study:
-            headline_text = headline(collect(args.dirs))
-            make_study(args.dirs, args.study, out, metric="recall_acc", notes=args.notes, headline=headline_text)
-        write_table(collect(args.dirs), out)
+            make_study(args.dirs, args.study, out, metric="recall_acc", notes=args.notes, headline=headline(rows))
+        write_table(rows, out)
         print(f"wrote {out / 'streams.md'}")
         return 0
     except ConfigError as err:

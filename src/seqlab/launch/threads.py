@@ -4,8 +4,8 @@ torch's CPU wheel runs on GNU OpenMP (libgomp), whose idle threads spin (~300k t
 spinning is what makes 2 threads on 2 idle cores fast (an RNN step is hundreds of tiny parallel regions, and a
 sleeping thread takes tens of µs to wake for each), and it is also what collapses a run 25-50x when another
 process holds one of the cores: the spinning thread waits for a partner the kernel has descheduled.
-`OMP_WAIT_POLICY=PASSIVE` avoids the collapse but halves the speed on an idle machine (docs/speed.md). So seqlab keeps OpenMP's default policy and changes the other knob instead: the number of
-threads, set to the cores that are actually free (one thread on a free core beats every two-thread setting on
+`OMP_WAIT_POLICY=PASSIVE` avoids the collapse but halves the speed on an idle machine (docs/speed.md). So
+seqlab keeps OpenMP's default policy and changes the other knob instead: the number of threads, set to the cores that are actually free (one thread on a free core beats every two-thread setting on
 a busy machine), measured from /proc/stat minus this process's own CPU time, and re-checked during training
 by `seqlab.training.callbacks.FreeCoreThreads` (`torch.set_num_threads` may be called again at any time).
 
