@@ -1,7 +1,7 @@
 """What a trained model uses: python -m seqlab.probe <run dir or checkpoint> [--out DIR] [--tokens N]
 (and `python -m seqlab.probe --recall-sweep <sweep dir>`: recall_acc vs gap beside the gradient at that distance)
 
-Measured on the val split, for any model (the seed's claims as numbers):
+Measured on the val split, for any model (the classic claims about context, as numbers):
   context use     val loss when the model sees only the last k tokens, k = 1, 2, 4, …, T; for recurrent models
                   (`forward_with_state`) also the unbounded history, the split read as one stream
   order           val loss with each context's tokens before the last m shuffled, vs intact

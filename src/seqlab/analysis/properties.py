@@ -7,7 +7,7 @@ Every model in conf/model/, at a matched parameter count:
     python -m seqlab.properties --report docs/results/properties   # also a results page (runs.csv, manifest.json)
 
 Writes into --out: training.csv (time per sequence, training-step memory, by context), generation.csv (per-token
-decode latency, prefill time and state/cache bytes, by position), properties.md (the seed's table with measured
+decode latency, prefill time and state/cache bytes, by position), properties.md (the properties table with measured
 cells beside its claims, and the tables behind it), properties.png, and the same as TensorBoard scalars, figure
 and text. Inputs are random token ids (speed and memory do not depend on the text). Timings are the median of
 repeats that alternate between the models, with the interquartile range beside them (`_q25`, `_q75` columns), on

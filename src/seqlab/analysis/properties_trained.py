@@ -1,4 +1,4 @@
-"""The cells of the seed's properties table that need trained models (`python -m seqlab.properties --train-budget S`).
+"""The cells of the properties table that need trained models (`python -m seqlab.properties --train-budget S`).
 
 Every model at its matched width is trained by `train.py` itself (a subprocess: real run dirs, metrics.json,
 TensorBoard), once per learning rate of a small grid so that no architecture loses to a bad lr:

@@ -26,11 +26,16 @@ import torch
 from torch import nn
 
 State = tuple[torch.Tensor, ...]
-FAMILIES = ("feedforward", "RNN", "State-Space", "Transformer")  # the seed's columns, and the models before them
+FAMILIES = (
+    "feedforward",
+    "RNN",
+    "State-Space",
+    "Transformer",
+)  # the properties table's columns, and the models before them
 
 
 class SequenceModel(nn.Module):
-    family: ClassVar[str] = "feedforward"  # its column in the seed's properties table, one of FAMILIES
+    family: ClassVar[str] = "feedforward"  # its column in the properties table, one of FAMILIES
     recurrent: ClassVar[bool] = False  # carries a fixed-size state: the RecurrentModel methods
     incremental: ClassVar[bool] = False  # `prefill` and `step` generate token by token (recurrent, or a KV cache)
     state_names: ClassVar[tuple[str, ...]] = ()

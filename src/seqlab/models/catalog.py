@@ -14,7 +14,7 @@ from seqlab.paths import MODEL_CONFIGS
 
 
 def model_names() -> list[str]:
-    """The `model=` choices, in display order: feedforward, recurrent, state-space, attention (as the seed's
+    """The `model=` choices, in display order: feedforward, recurrent, state-space, attention (as the properties
     table reads), then by name."""
     names = [p.stem for p in MODEL_CONFIGS.glob("*.yaml")]
     return sorted(names, key=display_order)
@@ -30,7 +30,7 @@ def model_class(name: str) -> type[SequenceModel]:
 
 
 def display_order(name: str) -> tuple[int, int, str]:
-    """A sort key for tables: the seed's own four models first in its order, then each family, then the name.
+    """A sort key for tables: unigram, mlp_window, mlp_padded and rnn first, in that order, then each family, then the name.
     A name that is no model (e.g. "rnn (no cache)") sorts by its first word, unknown ones last."""
     base = name.split(" ")[0]
     seed = ("unigram", "mlp_window", "mlp_padded", "rnn")

@@ -9,7 +9,7 @@ class LSTM(Recurrent):
     """Long short-term memory (Hochreiter & Schmidhuber 1997, with the forget gate of Gers et al. 2000).
 
     c_t = f ⊙ c_{t-1} + i ⊙ g,  h_t = o ⊙ tanh(c_t): the cell c_t is updated additively, through a gate
-    rather than a matrix, so ∂c_t/∂c_{t-1} = f can stay near 1 over many steps: the seed's "gradient highway".
+    rather than a matrix, so ∂c_t/∂c_{t-1} = f can stay near 1 over many steps: the "gradient highway".
     Training uses the fused nn.LSTM; `cell` is the same step written out (PyTorch's gate order i, f, g, o).
     """
 

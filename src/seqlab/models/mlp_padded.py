@@ -5,7 +5,7 @@ from seqlab.models.base import SequenceModel
 
 
 class PaddedMLP(SequenceModel):
-    """The prefix x_1..x_t padded to T_max and fed to one MLP: the seed's attempt 2.
+    """The prefix x_1..x_t padded to T_max and fed to one MLP: a weight per absolute position, none shared.
 
     The first layer has its own (E, H) matrix for every absolute position, so nothing is shared across
     time: the parameter count grows with T_max = context_length, and position T_max + 1 does not exist.

@@ -12,7 +12,7 @@ class RNN(Recurrent):
 
     `init` sets every layer's W_hh: `default` is PyTorch's U(±1/√H), or, when `recurrent_radius` is given,
     orthogonal × recurrent_radius; `orthogonal` is an orthogonal matrix × (recurrent_radius or 1), whose
-    spectral radius is exactly that number: the knob of the seed's "eigenvalue < 1 vanishes, > 1 explodes";
+    spectral radius is exactly that number: the knob of the textbook "eigenvalue < 1 vanishes, > 1 explodes";
     `identity` is the IRNN (Le et al. 2015, with `nonlinearity=relu`): W_hh = I × (recurrent_radius or 1),
     biases 0, so at init the state is copied forward and the gradient neither vanishes nor explodes.
     """

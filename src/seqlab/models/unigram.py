@@ -5,7 +5,7 @@ from seqlab.models.base import SequenceModel
 
 
 class Unigram(SequenceModel):
-    """P(x_t) with no context at all: the seed's attempt 3, the floor every other model must beat."""
+    """P(x_t) with no context at all: the floor every other model must beat."""
 
     def __init__(self, vocab_size: int, context_length: int, hidden_size: int | None = None) -> None:
         super().__init__()  # hidden_size is accepted (and unused) so sweeps over it can include this baseline

@@ -3,8 +3,8 @@ as functions of the distance d.
 
 L_T is the cross-entropy at the last position of a chunk; column d is position T−1−d. For an RNN,
 ∂L_T/∂h_{T−1−d} is a product of d Jacobians diag(tanh′) W_hh, so it shrinks (or grows) exponentially with d:
-the seed's vanishing-gradient claim, measured. Every tensor of the state is measured, in every layer: for
-an LSTM both h and the cell c, the seed's "gradient highway". Each is the total derivative: through the
+the vanishing-gradient claim, measured. Every tensor of the state is measured, in every layer: for
+an LSTM both h and the cell c, its "gradient highway". Each is the total derivative: through the
 recurrence, and inside its own step (an LSTM's c_t -> h_t, layer i -> layer i + 1, the head).
 g_x, for the input embedding e_{T−1−d}, is defined for every model: unigram 0 everywhere, mlp_window 0
 beyond its window, mlp_padded nonzero over the whole prefix.

@@ -1,5 +1,5 @@
 """Is training healthy? Gradient norms before clipping, by parameter group; how often clipping bites;
-the largest singular value of every W_hh, the seed's "eigenvalue < 1 vanishes, > 1 explodes"; and for
+the largest singular value of every W_hh, the textbook "eigenvalue < 1 vanishes, > 1 explodes"; and for
 gated cells (LSTM, GRU) how many gate activations sit saturated near 0 or 1, where they pass no gradient."""
 
 from __future__ import annotations
