@@ -86,7 +86,7 @@ def test_every_job_is_a_row_with_its_status(sweep: Path) -> None:
     assert status["4_model=rnn,optim.lr=1000"] == ("diverged", "loss is nan at step 17")
     assert status["5_model=rnn,x=1"] == ("failed", "RuntimeError: boom")
     assert status["6_model=rnn,killed"][0] == "missing"
-    # sorted by model (in the seed's order), then hidden size
+    # sorted by model (in display order), then hidden size
     assert [r["model"] for r in rows[:2]] == ["unigram", "mlp_window"]
     assert [r["hidden_size"] for r in rows if r["model"] == "rnn" and r["status"] == "ok"] == ["64", "256"]
     ratios = {r["job"]: r["grad_ratio"] for r in rows}

@@ -112,7 +112,7 @@ def test_event_files_hold_profile_health_hparams_and_samples(run_dir):
             log10 = _scalars(acc, f"grad/{kind}/log10/d={d:03d}")  # readable on TensorBoard's linear axis
             assert log10 == pytest.approx({s: math.log10(v) for s, v in logged.items()}, rel=1e-6)
         ratio = _scalars(acc, f"grad/{kind}/ratio")
-        assert 0 < ratio[0] < 1e-2  # an untrained RNN forgets: the seed's claim, measured
+        assert 0 < ratio[0] < 1e-2  # an untrained RNN forgets: the vanishing-gradient claim, measured
     assert "grad/profile" in tags["images"] and len(acc.Images("grad/profile")) == 3
     assert (run_dir / "grad_profile.png").stat().st_size > 0
 

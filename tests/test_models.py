@@ -1,4 +1,4 @@
-"""Every model in conf/model/ (found by seqlab.models.catalog) against the properties the seed's argument rests on,
+"""Every model in conf/model/ (found by seqlab.models.catalog) against the properties the case for recurrence rests on,
 and the model interface (models/base.py) that the rest of seqlab reads."""
 
 import math
@@ -65,7 +65,7 @@ def test_overfits_one_batch(model):
 
 
 def test_the_interface_is_declared(model):
-    """What the rest of seqlab reads, declared by the class: a family of the seed's table, recurrent models with a
+    """What the rest of seqlab reads, declared by the class: a family of the properties table, recurrent models with a
     state of fixed size (the same bytes after 1 token and after 2T), a context limit for the others."""
     assert isinstance(model, SequenceModel) and model.family in FAMILIES
     assert model.recurrent == isinstance(model, RecurrentModel)
