@@ -1,5 +1,5 @@
 """No private attribute of Lightning, Optuna, torch or another library is used in src/seqlab without a
-`# private: <why>` comment on its line, saying why no public API does the job (issue 21, item 6).
+`# private: <why>` comment on its line, saying why no public API does the job.
 
 A `._name` access counts as foreign unless seqlab defines that name itself (a function, a class, a module
 global, or a `self._name` attribute), it is on `self`/`cls`, a Hydra key (`_target_`), or an attribute of a

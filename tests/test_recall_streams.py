@@ -1,4 +1,4 @@
-"""Issue 23: the induction-heads and MQAR generators against brute-force references, and the stream evaluation
+"""The induction-heads and MQAR generators against brute-force references, and the stream evaluation
 against one long forward pass."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 23's table makers and the lr-then-seeds launcher, on sweep dirs written by hand (no training)."""
+"""The streams and recall-capacity table makers and the lr-then-seeds launcher, on sweep dirs written by hand (no training)."""
 
 from __future__ import annotations
 
