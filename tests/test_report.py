@@ -247,3 +247,18 @@ def test_rank_across_every_configuration_ranks_recipes_whose_settings_differ_tog
     assert rankings(runs, manifest | {"rank_across": "*"}) == [
         "- lr=0.009, weight_decay=0.005 5.933 ± 0.058 < lr=0.003, weight_decay=0.1 6.267 ± 0.058"
     ]
+
+
+def test_the_command_of_a_single_run_is_read_from_its_hydra_dir(tmp_path: Path) -> None:
+    from seqlab.analysis.report import sweep_command
+
+    hydra = {
+        "job": {"name": "train"},
+        "overrides": {"task": ["experiment=x"], "hydra": ["hydra.run.dir=r", "hydra.mode=RUN"]},
+    }
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "hydra.yaml").write_text(json.dumps({"hydra": hydra}))  # JSON is YAML
+    assert sweep_command(tmp_path) == sweep_command(tmp_path / "run") == "python train.py experiment=x hydra.run.dir=r"
+    hydra["overrides"]["hydra"] = ["hydra.sweep.dir=s", "hydra.mode=MULTIRUN"]
+    (tmp_path / "multirun.yaml").write_text(json.dumps({"hydra": hydra}))
+    assert sweep_command(tmp_path) == "python train.py -m experiment=x hydra.sweep.dir=s"

@@ -403,15 +403,19 @@ def _is_float(text: str) -> bool:
 
 def sweep_command(sweep_dir: Path) -> str:
     """`python train.py -m <overrides>` as the sweep was launched, from its multirun.yaml (read as plain YAML:
-    its interpolations, e.g. ${now:...}, stay as written)."""
+    its interpolations, e.g. ${now:...}, stay as written); for a dir holding one single run (no -m), that run's
+    command from its .hydra/hydra.yaml."""
+    runs = [p for p in (sweep_dir / ".hydra", *sweep_dir.glob("*/.hydra")) if (p / "hydra.yaml").is_file()]
+    multirun = (sweep_dir / "multirun.yaml").is_file()
+    source = sweep_dir / "multirun.yaml" if multirun or len(runs) != 1 else runs[0] / "hydra.yaml"
     try:
-        hydra = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]
+        hydra = yaml.safe_load(source.read_text())["hydra"]
         task = [str(o) for o in hydra["overrides"]["task"]]
-        extra = [str(o) for o in hydra["overrides"]["hydra"] if o != "hydra.mode=MULTIRUN"]
+        extra = [str(o) for o in hydra["overrides"]["hydra"] if not o.startswith("hydra.mode=")]
         script = f"{hydra['job']['name']}.py"
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return f"(no readable multirun.yaml in {sweep_dir})"
-    return shlex.join(["python", script, "-m", *task, *extra])
+    return shlex.join(["python", script, *(["-m"] if source.name == "multirun.yaml" else []), *task, *extra])
 
 
 def machine() -> dict[str, Any]:
