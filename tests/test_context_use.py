@@ -26,13 +26,13 @@ def test_saturation_per_seed_and_the_gain_of_the_unbounded_history() -> None:
     found += [rows("mlp_window", 1, {1: 1.0})[0] | {"status": "failed", "k": None, "loss": None}]
     rnn, mlp = sorted(context_use.summarise(found), key=lambda e: e["model"] != "rnn")
     assert rnn["saturation"] == ["all", 4] and rnn["n"] == 2
-    assert rnn["gain"] == pytest.approx([0.1, 0.002])
+    assert rnn["gain"] == pytest.approx([-0.1, -0.002])
     assert mlp["saturation"] == [2] and mlp["n"] == 1 and mlp["missing"] == 1 and mlp["gain"] == []
-    assert context_use.gain_text([0.1, 0.002]) == "0.051 ± 0.069 (≈ 0)"  # the band holds zero
-    assert context_use.gain_text([0.1, 0.12]) == "0.11 ± 0.014"
+    assert context_use.gain_text([-0.1, -0.002]) == "-0.0510 ± 0.0693 (≈ 0)"  # the band holds zero
+    assert context_use.gain_text([0.1, 0.12]) == "+0.1100 ± 0.0141" and context_use.gain_text([0.1]) == "+0.1000"
     page = context_use.render(found)
     assert "| rnn | 8 | 2 |" in page and "all, 4" in page and "no probe or not ok" in page
-    assert "rnn k = all/4 (unbounded history 0.051 ± 0.069 (≈ 0) nats" in context_use.headline(found)
+    assert "rnn k = all/4 (unbounded history − k = 8: -0.0510 ± 0.0693 (≈ 0) nats)" in context_use.headline(found)
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def order_of_k(k: Any) -> float:
 
 def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (data, model): each k's losses over seeds, each seed's saturation k, and the gain of the
-    unbounded history over the full window (loss at k = T minus loss with every token before)."""
+    unbounded history over the full window (the loss with every token before minus the loss at k = T)."""
     out = []
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
@@ -87,7 +87,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         curves = {s: {r["k"]: r["loss"] for r in ok if r["seed"] == s} for s in seeds}
         ks = sorted({r["k"] for r in ok}, key=order_of_k)
         T = max((r["context_length"] for r in found if isinstance(r["context_length"], int)), default=None)
-        gain = [c[T] - c[ALL] for c in curves.values() if T in c and ALL in c]
+        gain = [c[ALL] - c[T] for c in curves.values() if T in c and ALL in c]
         out.append(
             {
                 "data": data,
@@ -106,11 +106,14 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def gain_text(gain: list[float]) -> str:
-    """The unbounded history's gain in nats, "≈ 0" where its sd band holds zero."""
+    """The unbounded history's loss minus the window's, in nats (to 4 places: the differences are small), "≈ 0"
+    where its sd band holds zero."""
     if not gain:
         return ""
     mean, sd = mean_sd(gain)
-    return cell(gain) + (" (≈ 0)" if sd is not None and abs(mean) <= sd else "")
+    if sd is None:
+        return f"{mean:+.4f}"
+    return f"{mean:+.4f} ± {sd:.4f}" + (" (≈ 0)" if abs(mean) <= sd else "")
 
 
 def render(rows: Sequence[dict[str, Any]]) -> str:
@@ -154,7 +157,7 @@ def headline(rows: Sequence[dict[str, Any]]) -> str:
         for e in mine:
             text = f"{e['model']} k = {'/'.join(str(k) for k in e['saturation'])}"
             if e["gain"]:
-                text += f" (unbounded history {gain_text(e['gain'])} nats against k = {e['T']})"
+                text += f" (unbounded history − k = {e['T']}: {gain_text(e['gain'])} nats)"
             said.append(text)
         parts.append(f"{data}: " + "; ".join(said))
     if not parts:
@@ -178,8 +181,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
         for e in (e for e in entries if e["data"] == data and e["n"]):
             points = [(k, *mean_sd(e["loss"][k])) for k in e["ks"] if k != ALL and e["loss"][k]]
             x, y, sd = zip(*points, strict=True)
-            ax.errorbar(x, y, yerr=[s or 0 for s in sd], marker="o", ms=3, capsize=2, color=colours[e["model"]])
-            ax.lines[-1].set_label(e["model"])
+            colour = colours[e["model"]]
+            ax.errorbar(x, y, yerr=[s or 0 for s in sd], marker="o", ms=3, capsize=2, color=colour, label=e["model"])
             if e["loss"].get(ALL):
                 mean, s = mean_sd(e["loss"][ALL])
                 ax.errorbar([2 * e["T"]], [mean], yerr=[s or 0], marker="*", ms=9, color=colours[e["model"]])
