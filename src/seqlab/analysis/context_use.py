@@ -14,7 +14,6 @@ context_use.md and context_use.png; with --study, first the study itself through
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ import matplotlib.pyplot as plt
 
 from seqlab.analysis import tables
 from seqlab.analysis.compare import named_job_dirs
-from seqlab.analysis.report import RESULTS, cell, mean_sd, regenerate, values
+from seqlab.analysis.report import RESULTS, cell, mean_sd, values
 from seqlab.analysis.report import report as make_study
 from seqlab.analysis.streams import read_csv
 from seqlab.launch.sweep import read_job
@@ -35,6 +34,8 @@ from seqlab.models.catalog import display_order
 
 COLUMNS = ["job", "data", "model", "seed", "context_length", "status", "best_val_loss", "k", "loss"]
 FIGURE = "context_use.png"
+# the figure is on the study's results.md too (its manifest lists it; --regenerate keeps it)
+SHOWN = {FIGURE: "val loss against the tokens of context each model may see (context_use.md)"}
 ALL = "all"  # the probe's k for the unbounded history (the split read as streams through the carried state)
 TOLERANCE = 0.01  # nats: "within 1 % of perplexity of its best", as the probe's report says
 
@@ -236,15 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or RESULTS / args.study
     rows = collect(args.dirs)
     if args.study:
-        make_study(args.dirs, args.study, out, notes=args.notes, headline=headline(rows))
+        make_study(args.dirs, args.study, out, notes=args.notes, headline=headline(rows), more_figures=SHOWN)
     out.mkdir(parents=True, exist_ok=True)
     tables.write_csv(rows, out / "context_use.csv", COLUMNS)
     write_pages(out)
-    if args.study:  # the study's page shows the figure too (its manifest lists it; regenerate keeps it)
-        manifest = json.loads((out / "manifest.json").read_text())
-        manifest["figures"][FIGURE] = "val loss against the tokens of context each model may see (context_use.md)"
-        (out / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-        regenerate(out)
     print(f"wrote {out / 'context_use.md'} and {out / FIGURE}")
     return 0
 

@@ -509,8 +509,10 @@ def report(
     notes: str = "",
     headline: str = "",
     order: int = 100,
+    more_figures: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Write runs.csv, manifest.json, the pages and the figures of one study into `out`; return the manifest."""
+    """Write runs.csv, manifest.json, the pages and the figures of one study into `out`; return the manifest.
+    `more_figures`: {file: caption} of figures a study's own module draws into `out`, shown on its page too."""
     rows, settings, profiles = collect_runs(dirs)
     out.mkdir(parents=True, exist_ok=True)
     tables.write_csv(rows, out / "runs.csv", run_columns(settings))
@@ -528,6 +530,7 @@ def report(
         figures["grad_profiles.png"] = (
             "gradient of the last position's loss by distance, the first seed of each configuration"
         )
+    figures |= more_figures or {}
     manifest = make_manifest(
         dirs,
         study,
